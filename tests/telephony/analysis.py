@@ -1,0 +1,139 @@
+"""Per-frame audio analysis of captured RTP: was this 20 ms frame speech or not?
+
+Levels are RMS in dBFS relative to 32768 (a full-scale sine reads -3 dBFS).
+The parties send -55 dBFS noise (rtp_pcap.QUIET_DBFS) and Asterisk's prompts and
+TTS speech have active frames around -30..-15 dBFS, so the default threshold of
+-35 dBFS sits 20 dB above the background (no false positives even after mu-law
+quantisation) and low enough that all but the softest syllable tails of speech
+count. Gaps between words fall below it, so count frames, do not expect runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .capture import RtpPacket
+
+SPEECH_THRESHOLD_DBFS = -35.0
+SILENCE_DBFS = -120.0  # level reported for an empty or all-zero frame
+
+
+def level_dbfs(samples: npt.NDArray[np.int16]) -> float:
+    """RMS level of samples in dBFS (re 32768); SILENCE_DBFS for nothing/zeros."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    if rms <= 0.0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * float(np.log10(rms / 32768.0)))
+
+
+def packet_levels(packets: Sequence[RtpPacket]) -> list[float]:
+    """Level of each packet, in order."""
+    return [level_dbfs(p.samples) for p in packets]
+
+
+def speech_frames(
+    packets: Sequence[RtpPacket], threshold_dbfs: float = SPEECH_THRESHOLD_DBFS
+) -> list[RtpPacket]:
+    """The packets louder than threshold_dbfs: the frames that carried speech."""
+    return [p for p in packets if level_dbfs(p.samples) > threshold_dbfs]
+
+
+def first_loud_time(
+    packets: Sequence[RtpPacket],
+    threshold_dbfs: float = SPEECH_THRESHOLD_DBFS,
+    after: float | None = None,
+) -> float | None:
+    """Arrival time of the first loud packet (at or after `after`), None if none."""
+    for p in packets:
+        if (after is None or p.arrival >= after) and level_dbfs(p.samples) > threshold_dbfs:
+            return p.arrival
+    return None
+
+
+def in_window(
+    packets: Sequence[RtpPacket], start: float | None = None, end: float | None = None
+) -> list[RtpPacket]:
+    """Packets that arrived in [start, end) (open ends when None)."""
+    return [p for p in packets
+            if (start is None or p.arrival >= start) and (end is None or p.arrival < end)]
+
+
+def count_loud(
+    packets: Sequence[RtpPacket],
+    start: float | None = None,
+    end: float | None = None,
+    threshold_dbfs: float = SPEECH_THRESHOLD_DBFS,
+) -> int:
+    """How many packets that arrived in [start, end) were loud."""
+    return len(speech_frames(in_window(packets, start, end), threshold_dbfs))
+
+
+def packet_rate(packets: Sequence[RtpPacket]) -> float:
+    """Packets per second between the first and last arrival (about 50 for 20 ms RTP)."""
+    if len(packets) < 2:
+        return 0.0
+    span = packets[-1].arrival - packets[0].arrival
+    return (len(packets) - 1) / span if span > 0 else 0.0
+
+
+def max_gap(packets: Sequence[RtpPacket]) -> float:
+    """Longest time between consecutive arrivals, in seconds (0 for < 2 packets)."""
+    times = [p.arrival for p in packets]
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def render(packets: Sequence[RtpPacket], sample_rate: int | None = None) -> npt.NDArray[np.int16]:
+    """The received audio as one signal, gaps as silence.
+
+    Within one RTP stream (same SSRC, timestamps consistent with arrival times)
+    packets are placed by RTP timestamp, which is jitter-free; when the stream
+    changes or jumps (new SSRC, Asterisk switching sources) placement re-anchors
+    on arrival time, so a restart neither overlaps nor drifts.
+    """
+    ordered = sorted(packets, key=lambda p: p.arrival)
+    if not ordered:
+        return np.zeros(0, dtype=np.int16)
+    rate = sample_rate or ordered[0].sample_rate
+    t0 = ordered[0].arrival
+    placed: list[tuple[int, npt.NDArray[np.int16]]] = []
+    anchor: tuple[int, int, int] | None = None  # ssrc, rtp timestamp, sample position
+    for p in ordered:
+        pos = round((p.arrival - t0) * rate)  # by arrival, unless the stream continues
+        if anchor is not None and anchor[0] == p.ssrc:
+            ticks = (p.timestamp - anchor[1]) & 0xFFFFFFFF
+            by_ts = anchor[2] + ticks * rate // p.sample_rate
+            if abs(by_ts - pos) <= rate // 5:  # within 200 ms: same stream
+                pos = by_ts
+            else:
+                anchor = None
+        if anchor is None or anchor[0] != p.ssrc:
+            anchor = (p.ssrc, p.timestamp, pos)
+        samples = p.samples
+        if p.sample_rate != rate and samples.size:  # mixed rates: nearest-sample resample
+            idx = np.arange(samples.size * rate // p.sample_rate) * p.sample_rate // rate
+            samples = samples[idx]
+        placed.append((max(pos, 0), samples))
+    out = np.zeros(max(pos + s.size for pos, s in placed), dtype=np.int16)
+    for pos, s in placed:
+        out[pos:pos + s.size] = s
+    return out
+
+
+def write_wav(path: Path, packets: Sequence[RtpPacket], sample_rate: int | None = None) -> Path:
+    """Write what one party received to a mono 16-bit WAV (see render())."""
+    audio = render(packets, sample_rate)
+    rate = sample_rate or (packets[0].sample_rate if packets else 8000)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(audio.astype("<i2").tobytes())
+    return path

@@ -1,0 +1,1 @@
+"""speaking: inject real-time text-to-speech into live Asterisk calls and conferences."""

@@ -1,0 +1,229 @@
+"""A thin asyncio client for the Asterisk REST Interface: the calls the worker needs.
+
+Credentials travel in an ``Authorization`` header only, never in a URL (ARI also
+accepts ``?api_key=``, which ends up in access logs). Events arrive on one
+websocket and are handed, in arrival order, to one synchronous callback: with no
+await between two events, events of a channel can never be handled out of order.
+The websocket reconnects with exponential backoff; ``on_connect`` runs after
+each (re)connection so the owner can resynchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+
+
+class AriError(Exception):
+    """ARI answered with an error status."""
+
+    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+        super().__init__(f"ARI {method} {path} -> {status}: {message}")
+        self.status = status
+
+
+class AriClient:
+    """REST calls and the events websocket of one Asterisk, for one Stasis application."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        password: str,
+        app: str,
+        on_event: Callable[[Json], None],
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.app = app
+        self._auth = aiohttp.encode_basic_auth(user, password)
+        self._on_event = on_event
+        self._on_connect = on_connect
+        self._http: aiohttp.ClientSession | None = None
+        self._events_task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(
+            headers={"Authorization": self._auth},
+            timeout=aiohttp.ClientTimeout(total=10),
+        )
+        self._events_task = asyncio.create_task(self._events_forever(), name="ari-events")
+
+    async def close(self) -> None:
+        if self._events_task:
+            self._events_task.cancel()
+            await asyncio.gather(self._events_task, return_exceptions=True)
+        if self._http:
+            await self._http.close()
+
+    # -- REST ---------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, **params: str) -> Any:
+        assert self._http is not None, "start() first"
+        url = f"{self.base_url}{path}"
+        async with self._http.request(method, url, params=params or None) as resp:
+            body = await resp.text()
+            if resp.status >= 400:
+                try:
+                    message = json.loads(body).get("message", body)
+                except ValueError:
+                    message = body
+                raise AriError(resp.status, method, path, str(message)[:200])
+            return json.loads(body) if body else None
+
+    async def info(self) -> Json:
+        result: Json = await self.request("GET", "/asterisk/info")
+        return result
+
+    async def get_channel(self, channel_id: str) -> Json | None:
+        try:
+            result: Json = await self.request("GET", f"/channels/{quote(channel_id, safe='')}")
+            return result
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def get_variable(self, channel_id: str, variable: str) -> str | None:
+        try:
+            reply = await self.request(
+                "GET", f"/channels/{quote(channel_id, safe='')}/variable", variable=variable
+            )
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(reply.get("value", "")) if reply else None
+
+    async def list_channels(self) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/channels")
+        return result
+
+    async def list_bridges(self) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/bridges")
+        return result
+
+    async def snoop(self, channel_id: str, snoop_id: str, whisper: str) -> Json:
+        result: Json = await self.request(
+            "POST",
+            f"/channels/{quote(channel_id, safe='')}/snoop",
+            app=self.app,
+            snoopId=snoop_id,
+            whisper=whisper,
+            spy="none",
+        )
+        return result
+
+    async def external_media(self, channel_id: str, external_host: str, fmt: str) -> Json:
+        result: Json = await self.request(
+            "POST",
+            "/channels/externalMedia",
+            app=self.app,
+            channelId=channel_id,
+            external_host=external_host,
+            format=fmt,
+            encapsulation="rtp",
+            transport="udp",
+            direction="both",
+        )
+        return result
+
+    async def create_bridge(self, bridge_id: str, name: str) -> Json:
+        result: Json = await self.request(
+            "POST", "/bridges", type="mixing", bridgeId=bridge_id, name=name
+        )
+        return result
+
+    async def add_to_bridge(self, bridge_id: str, *channel_ids: str) -> None:
+        await self.request(
+            "POST",
+            f"/bridges/{quote(bridge_id, safe='')}/addChannel",
+            channel=",".join(channel_ids),
+        )
+
+    async def hangup(self, channel_id: str) -> bool:
+        """Hang up a channel; False if it was already gone."""
+        return await self._delete(f"/channels/{quote(channel_id, safe='')}")
+
+    async def destroy_bridge(self, bridge_id: str) -> bool:
+        return await self._delete(f"/bridges/{quote(bridge_id, safe='')}")
+
+    async def subscribe(self, event_source: str) -> None:
+        await self.request(
+            "POST",
+            f"/applications/{quote(self.app, safe='')}/subscription",
+            eventSource=event_source,
+        )
+
+    async def unsubscribe(self, event_source: str) -> None:
+        with contextlib.suppress(AriError):  # 400/404/422 when it is already gone
+            await self.request(
+                "DELETE",
+                f"/applications/{quote(self.app, safe='')}/subscription",
+                eventSource=event_source,
+            )
+
+    async def _delete(self, path: str) -> bool:
+        try:
+            await self.request("DELETE", path)
+            return True
+        except AriError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _events_forever(self) -> None:
+        assert self._http is not None
+        url = self.base_url.replace("http", "ws", 1) + "/events"
+        params = {"app": self.app, "subscribeAll": "false"}
+        backoff = 0.1
+        while True:
+            try:
+                async with self._http.ws_connect(url, params=params, heartbeat=15) as ws:
+                    backoff = 0.1
+                    self.connected.set()
+                    log.info("ari events connected", extra={"app": self.app})
+                    if self._on_connect is not None:
+                        await self._on_connect()
+                    async for msg in ws:
+                        if msg.type is aiohttp.WSMsgType.TEXT:
+                            self._dispatch(msg.data)
+                        elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                            break
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("ari events unavailable", extra={"error": type(exc).__name__})
+            except Exception:
+                log.exception("ari events handler failed")
+            self.connected.clear()
+            self.reconnects += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 5.0)
+
+    def _dispatch(self, raw: str) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            log.warning("ari sent a non-JSON event")
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("ari event handler failed", extra={"event_type": event.get("type")})

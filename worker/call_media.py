@@ -1,0 +1,129 @@
+"""Asterisk resources that carry a session's audio into a call.
+
+For a call: a snoop channel on the referenced channel (whisper chosen from the
+direction), an external-media channel that receives our RTP, and a mixing
+bridge joining the two. Every resource id starts with the session's prefix so a
+sweep after a crash can find what a dead worker left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from worker.ari import AriClient, AriError
+from worker.direction import Whisper
+from worker.media_format import MediaFormat
+from worker.rtp_socket import RtpSocket
+
+log = logging.getLogger(__name__)
+
+#: Every channel and bridge the worker creates has an id starting with this.
+RESOURCE_PREFIX = "speaking-"
+SETUP_TIMEOUT_S = 5.0
+
+
+class StasisWaiters:
+    """Futures for "channel X entered our Stasis app", registered before the POST that
+    creates X, because StasisStart may arrive before the POST's reply."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    def expect(self, channel_id: str) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[channel_id] = future
+        return future
+
+    def forget(self, channel_id: str) -> None:
+        self._waiting.pop(channel_id, None)
+
+    def started(self, channel_id: str) -> None:
+        future = self._waiting.pop(channel_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+@dataclass
+class CallMedia:
+    """What one session created in Asterisk; ``teardown`` removes all of it."""
+
+    ari: AriClient
+    session_prefix: str
+    target_channel: str
+    rtp: RtpSocket | None = None
+    channels: list[str] = field(default_factory=list)
+    bridge: str | None = None
+    subscribed: bool = False
+
+    @property
+    def snoop_id(self) -> str:
+        return f"{self.session_prefix}-snoop"
+
+    @property
+    def media_id(self) -> str:
+        return f"{self.session_prefix}-media"
+
+    async def setup(
+        self, waiters: StasisWaiters, whisper: Whisper, fmt: MediaFormat, rtp_host: str
+    ) -> None:
+        """Create snoop + external media + bridge. On failure, whatever exists is left
+        recorded in ``self`` for ``teardown`` (which the caller always runs)."""
+        await self.ari.subscribe(f"channel:{self.target_channel}")
+        self.subscribed = True
+        self.rtp = await RtpSocket.open(rtp_host)
+
+        snoop_in = waiters.expect(self.snoop_id)
+        media_in = waiters.expect(self.media_id)
+        try:
+            self.channels.append(self.snoop_id)
+            await self.ari.snoop(self.target_channel, self.snoop_id, whisper.value)
+            self.channels.append(self.media_id)
+            reply = await self.ari.external_media(
+                self.media_id, f"{self.rtp.local_host}:{self.rtp.local_port}", fmt.asterisk_name
+            )
+            variables = reply.get("channelvars", {})
+            self.rtp.remote = (
+                variables["UNICASTRTP_LOCAL_ADDRESS"],
+                int(variables["UNICASTRTP_LOCAL_PORT"]),
+            )
+            self.bridge = self.session_prefix
+            await self.ari.create_bridge(self.bridge, name=self.session_prefix)
+            async with asyncio.timeout(SETUP_TIMEOUT_S):
+                await asyncio.gather(snoop_in, media_in)
+            await self.ari.add_to_bridge(self.bridge, self.snoop_id, self.media_id)
+        finally:
+            waiters.forget(self.snoop_id)
+            waiters.forget(self.media_id)
+
+    async def teardown(self) -> None:
+        """Remove every resource; safe to call twice and after a partial setup."""
+        for channel_id in self.channels:
+            with contextlib.suppress(AriError, OSError):
+                await self.ari.hangup(channel_id)
+        self.channels.clear()
+        if self.bridge is not None:
+            with contextlib.suppress(AriError, OSError):
+                await self.ari.destroy_bridge(self.bridge)
+            self.bridge = None
+        if self.subscribed:
+            with contextlib.suppress(OSError):
+                await self.ari.unsubscribe(f"channel:{self.target_channel}")
+            self.subscribed = False
+        if self.rtp is not None:
+            self.rtp.close()
+            self.rtp = None
+
+
+async def sweep_leftovers(ari: AriClient) -> int:
+    """Remove channels and bridges a previous run of the worker left behind."""
+    removed = 0
+    for channel in await ari.list_channels():
+        if str(channel.get("id", "")).startswith(RESOURCE_PREFIX):
+            removed += await ari.hangup(channel["id"])
+    for bridge in await ari.list_bridges():
+        if str(bridge.get("id", "")).startswith(RESOURCE_PREFIX):
+            removed += await ari.destroy_bridge(bridge["id"])
+    return removed

@@ -1,0 +1,47 @@
+"""Worker settings, read from ``SPEAKING_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to know about its surroundings."""
+
+    worker_id: str = field(default_factory=socket.gethostname)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "speaking"
+    ari_url: str = "http://127.0.0.1:8088/ari"
+    ari_user: str = "speaking"
+    ari_password: str = ""
+    ari_app: str = "speaking"
+    #: Address Asterisk can reach this worker's RTP sockets on.
+    rtp_host: str = "127.0.0.1"
+    #: Port of the /metrics and /healthz HTTP endpoint; 0 disables it.
+    metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    #: Prefer the fast espeak-ng voice over piper for the offline provider's default.
+    offline_default_voice: str = "en_US-joe-medium"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        kwargs: dict[str, object] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            value = env.get(f"SPEAKING_{name.upper()}")
+            if value is not None:
+                kwargs[name] = int(value) if f.type == "int" else value
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def redacted(self) -> dict[str, object]:
+        """Settings fit for a log line: secrets replaced."""
+        out: dict[str, object] = dict(self.__dict__)
+        out["ari_password"] = "***" if self.ari_password else ""
+        if "@" in self.redis_url:  # redis://user:password@host
+            scheme, rest = self.redis_url.split("://", 1)
+            out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return out

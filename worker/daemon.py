@@ -1,0 +1,89 @@
+"""``speaking-worker``: the daemon process. Wires settings, Redis, engines, ARI and
+the metrics endpoint, and turns SIGTERM/SIGINT into a clean shutdown (every
+session stopped with reason ``shutdown``, everything created in Asterisk removed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from worker import logs
+from worker.config import Settings
+from worker.engines.offline import OfflineEngine
+from worker.engines.registry import EngineRegistry
+from worker.metrics import Registry
+from worker.model import Provider
+from worker.store import Keys, Store
+from worker.worker import Worker
+
+log = logging.getLogger("worker.daemon")
+
+
+def build_engines(settings: Settings) -> EngineRegistry:
+    return EngineRegistry({Provider.OFFLINE: OfflineEngine(settings.offline_default_voice)})
+
+
+async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | None:
+    if not settings.metrics_port:
+        return None
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(
+            text=worker.metrics.render(), content_type="text/plain", charset="utf-8"
+        )
+
+    async def healthz(_request: web.Request) -> web.Response:
+        healthy = worker.ready.is_set() and worker.ari.connected.is_set()
+        return web.json_response(
+            {
+                "ready": worker.ready.is_set(),
+                "ari": worker.ari.connected.is_set(),
+                "sessions": len(worker.runners),
+            },
+            status=200 if healthy else 503,
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    return runner
+
+
+async def run(settings: Settings) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    worker = Worker(
+        settings,
+        Store(redis, settings.worker_id, Keys(settings.redis_prefix)),
+        build_engines(settings),
+        Registry(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker starting", extra={"settings": str(settings.redacted())})
+    await worker.start()
+    http = await serve_metrics(worker, settings)
+    await stop.wait()
+    log.info("worker shutting down")
+    await worker.shutdown()
+    if http:
+        await http.cleanup()
+    await redis.aclose()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

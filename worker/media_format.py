@@ -1,0 +1,56 @@
+"""The audio format the worker sends to Asterisk, chosen from the call's codec.
+
+Rule: if the call's native codec samples at 16 kHz or more (G.722, Opus, slin16,
+SILK/Siren/Speex wideband...), send signed-linear 16 kHz (``slin16``, big-endian on
+RTP) so no bandwidth is lost; otherwise send G.711 mu-law at 8 kHz, which every
+narrowband call can take without Asterisk transcoding quality away.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.g711 import ulaw_encode
+
+#: Audio is framed in exact 20 ms packets, the telephony default ptime.
+FRAME_MS = 20
+
+
+class MediaFormat(enum.Enum):
+    """An RTP format: Asterisk name, sample rate, RTP payload type."""
+
+    ULAW = ("ulaw", 8000, 0)
+    SLIN16 = ("slin16", 16000, 118)
+
+    def __init__(self, asterisk_name: str, rate: int, payload_type: int) -> None:
+        self.asterisk_name = asterisk_name
+        self.rate = rate
+        self.payload_type = payload_type
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.rate * FRAME_MS // 1000
+
+    def encode(self, frame: npt.NDArray[np.int16]) -> bytes:
+        """Encode one frame of int16 samples as the RTP payload of this format."""
+        if self is MediaFormat.ULAW:
+            return ulaw_encode(frame)
+        return frame.astype(">i2").tobytes()
+
+
+_WIDEBAND = re.compile(
+    r"^(g722|g719|opus|silk(1[26]|24)|siren(7|14)|speex(16|32)|slin(1[26]|2[4]|32|44|48|96|192)|"
+    r"g726aal2_?16|celt|testlaw16)$"
+)
+
+
+def media_format_for(native_formats: str) -> MediaFormat:
+    """Pick the format for a call from ``CHANNEL(audionativeformat)``, e.g. ``(ulaw|g722)``."""
+    names = [n.strip().lower() for n in native_formats.strip("() ").split("|") if n.strip()]
+    if any(_WIDEBAND.match(n) for n in names):
+        return MediaFormat.SLIN16
+    return MediaFormat.ULAW

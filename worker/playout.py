@@ -1,0 +1,106 @@
+"""A session's outgoing audio: a buffer of 20 ms frames drained by the shared clock.
+
+The producer (synthesis) pushes frames; the pacer calls ``tick`` every 20 ms,
+which sends exactly one frame if there is one. Segment boundaries travel with
+the frames, so "segment started/finished" is reported when its audio really
+leaves, not when it was synthesized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.media_format import MediaFormat
+from worker.rtp import RtpPacketizer
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    samples: npt.NDArray[np.int16]
+    segment_id: str
+    first: bool = False
+    last: bool = False
+
+
+class PlayoutEventKind(enum.Enum):
+    SEGMENT_STARTED = "segment_started"
+    SEGMENT_FINISHED = "segment_finished"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutEvent:
+    kind: PlayoutEventKind
+    segment_id: str
+    at: float
+
+
+class Playout:
+    """Frame buffer plus RTP packetizer for one session.
+
+    ``tick`` and ``clear`` never await, so between a ``clear`` and the next tick no
+    frame of what was cleared can be sent: that is what makes flush take effect
+    within one frame.
+    """
+
+    def __init__(
+        self,
+        fmt: MediaFormat,
+        send: Callable[[bytes], None],
+        on_event: Callable[[PlayoutEvent], None],
+        clock: Callable[[], float],
+        max_ahead_frames: int = 150,
+    ) -> None:
+        self.fmt = fmt
+        self._send = send
+        self._on_event = on_event
+        self._clock = clock
+        self._frames: deque[Frame] = deque()
+        self._rtp = RtpPacketizer(fmt.payload_type, fmt.samples_per_frame)
+        self._max_ahead = max_ahead_frames
+        self._space = asyncio.Event()
+        self._space.set()
+        self.frames_sent = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, frames: Iterable[Frame]) -> None:
+        self._frames.extend(frames)
+        if len(self._frames) >= self._max_ahead:
+            self._space.clear()
+
+    async def wait_for_space(self) -> None:
+        """Back-pressure: wait until less than ``max_ahead_frames`` are queued."""
+        await self._space.wait()
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._space.set()
+
+    def discard(self, segment_id: str) -> None:
+        """Drop the frames of one segment that have not been sent yet."""
+        self._frames = deque(f for f in self._frames if f.segment_id != segment_id)
+        if len(self._frames) < self._max_ahead:
+            self._space.set()
+
+    def tick(self) -> None:
+        if not self._frames:
+            self._rtp.tick_silent()
+            return
+        frame = self._frames.popleft()
+        if len(self._frames) < self._max_ahead:
+            self._space.set()
+        self._send(self._rtp.packet(self.fmt.encode(frame.samples)))
+        self.frames_sent += 1
+        now = self._clock()
+        if frame.first:
+            self._on_event(PlayoutEvent(PlayoutEventKind.SEGMENT_STARTED, frame.segment_id, now))
+        if frame.last:
+            self._on_event(PlayoutEvent(PlayoutEventKind.SEGMENT_FINISHED, frame.segment_id, now))

@@ -1,0 +1,43 @@
+"""The UDP socket a session sends its RTP from (and that Asterisk's external media
+channel sends to: what arrives is counted and dropped, the worker only talks)."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.received += 1
+
+
+class RtpSocket:
+    """One bound UDP socket; ``send`` never blocks (the kernel drops on overflow)."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.local_host, self.local_port = transport.get_extra_info("sockname")[:2]
+        self.remote: tuple[str, int] | None = None
+        self.sent = 0
+
+    @classmethod
+    async def open(cls, host: str) -> RtpSocket:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(_Protocol, local_addr=(host, 0))
+        return cls(transport, protocol)
+
+    def send(self, packet: bytes) -> None:
+        if self.remote is not None and not self._transport.is_closing():
+            self._transport.sendto(packet, self.remote)
+            self.sent += 1
+
+    @property
+    def received(self) -> int:
+        return self._protocol.received
+
+    def close(self) -> None:
+        self._transport.close()
