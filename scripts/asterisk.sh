@@ -99,6 +99,9 @@ start() {
         mkdir -p "$root$d"
     done
     rm -f "$root/var/run/asterisk/asterisk.ctl" "$root/var/run/asterisk/asterisk.pid"
+    # Without the host's name in the root's /etc/hosts, Asterisk's address lookups try DNS
+    # (which this sandbox does not have) on every call.
+    printf '127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n' "$(hostname)" > "$root/etc/hosts"
     mount_root "$root"
     log "starting instance $n (ARI 127.0.0.1:$((8088 + n)), SIP 127.0.0.1:$((5060 + n * 100)))"
     # -f: foreground (so we own the process), -n: no colour. setsid detaches it from our job.

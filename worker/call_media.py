@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from worker.ari import AriClient, AriError
@@ -117,13 +118,31 @@ class CallMedia:
             self.rtp = None
 
 
-async def sweep_leftovers(ari: AriClient) -> int:
-    """Remove channels and bridges a previous run of the worker left behind."""
+def session_of(resource_id: str) -> str | None:
+    """The speaking id a channel or bridge id of ours belongs to, or None if not ours."""
+    if not resource_id.startswith(RESOURCE_PREFIX):
+        return None
+    rest = resource_id[len(RESOURCE_PREFIX) :]
+    for suffix in ("-snoop", "-media"):
+        if rest.endswith(suffix):
+            return rest[: -len(suffix)]
+    return rest
+
+
+async def sweep_leftovers(ari: AriClient, is_orphan: Callable[[str], Awaitable[bool]]) -> int:
+    """Remove channels and bridges of ours whose session is orphaned (stopped, unknown, or
+    owned by this worker before a crash). Sessions live on another worker are left alone."""
     removed = 0
-    for channel in await ari.list_channels():
-        if str(channel.get("id", "")).startswith(RESOURCE_PREFIX):
-            removed += await ari.hangup(channel["id"])
-    for bridge in await ari.list_bridges():
-        if str(bridge.get("id", "")).startswith(RESOURCE_PREFIX):
-            removed += await ari.destroy_bridge(bridge["id"])
+    for kind, items in (
+        ("channel", await ari.list_channels()),
+        ("bridge", await ari.list_bridges()),
+    ):
+        for item in items:
+            speaking_id = session_of(str(item.get("id", "")))
+            if speaking_id is None or not await is_orphan(speaking_id):
+                continue
+            if kind == "channel":
+                removed += await ari.hangup(item["id"])
+            else:
+                removed += await ari.destroy_bridge(item["id"])
     return removed

@@ -1,9 +1,15 @@
 """The audio format the worker sends to Asterisk, chosen from the call's codec.
 
 Rule: if the call's native codec samples at 16 kHz or more (G.722, Opus, slin16,
-SILK/Siren/Speex wideband...), send signed-linear 16 kHz (``slin16``, big-endian on
-RTP) so no bandwidth is lost; otherwise send G.711 mu-law at 8 kHz, which every
-narrowband call can take without Asterisk transcoding quality away.
+SILK/Siren/Speex wideband...) and the media transport can carry 16 kHz, send
+signed-linear 16 kHz (``slin16``) so no bandwidth is lost; otherwise send G.711
+mu-law at 8 kHz, which every call can take.
+
+Why the transport matters (measured on Asterisk 22.10, see docs/media.md): an
+external-media channel over RTP (``UnicastRTP``) gets no receive payload mapping,
+so Asterisk only decodes static payload types (0-34). slin16's type is dynamic
+(118): Asterisk *sends* it but silently drops it on receive. Over RTP the worker
+therefore sends mu-law, which Asterisk upsamples into a wideband call.
 """
 
 from __future__ import annotations
@@ -48,9 +54,14 @@ _WIDEBAND = re.compile(
 )
 
 
-def media_format_for(native_formats: str) -> MediaFormat:
-    """Pick the format for a call from ``CHANNEL(audionativeformat)``, e.g. ``(ulaw|g722)``."""
+def is_wideband(native_formats: str) -> bool:
+    """Whether ``CHANNEL(audionativeformat)`` (e.g. ``(ulaw|g722)``) has a >= 16 kHz codec."""
     names = [n.strip().lower() for n in native_formats.strip("() ").split("|") if n.strip()]
-    if any(_WIDEBAND.match(n) for n in names):
+    return any(_WIDEBAND.match(n) for n in names)
+
+
+def media_format_for(native_formats: str, transport_carries_slin16: bool) -> MediaFormat:
+    """Pick the format for a call from its native formats and what the transport can carry."""
+    if transport_carries_slin16 and is_wideband(native_formats):
         return MediaFormat.SLIN16
     return MediaFormat.ULAW

@@ -138,7 +138,8 @@ class SessionRunner:
             native = await self.worker.ari.get_variable(
                 create.reference_id, "CHANNEL(audionativeformat)"
             )
-            fmt = media_format_for(native or "")
+            # RTP external media cannot receive slin16 (see media_format.py).
+            fmt = media_format_for(native or "", transport_carries_slin16=False)
             await asyncio.gather(
                 self.media.setup(
                     self.worker.waiters,

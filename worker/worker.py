@@ -77,6 +77,7 @@ class Worker:
             asyncio.create_task(self._publish_events(), name="events"),
             asyncio.create_task(self._read_commands(), name="commands"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.engines.warm_up(), name="warm-up"),
         ]
         self.ready.set()
         log.info("worker ready", extra={"worker_id": self.store.worker_id})
@@ -119,7 +120,12 @@ class Worker:
                     speaking_id,
                 )
                 self.emit(Event(EventType.SPEAKING_STOPPED, speaking_id, {"reason": "worker_lost"}))
-        removed = await sweep_leftovers(self.ari)
+
+        async def orphan(speaking_id: str) -> bool:
+            record = await self.store.load(speaking_id)
+            return record is None or record.get("status") == Status.STOPPED.value
+
+        removed = await sweep_leftovers(self.ari, orphan)
         if removed:
             log.warning("removed leftovers of a previous run", extra={"count": removed})
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from worker.engines.base import Engine, UnsupportedVoice, Voice
 from worker.errors import invalid
 from worker.model import Provider
+
+
+log = logging.getLogger(__name__)
 
 
 class EngineRegistry:
@@ -34,3 +39,16 @@ class EngineRegistry:
             return engine, engine.resolve_voice(language, voice_id)
         except UnsupportedVoice as exc:
             raise invalid(f"provider {provider.value}: {exc}") from exc
+
+    async def warm_up(self, language: str = "en-US") -> None:
+        """Load each engine's default voice ahead of the first session, so the first
+        create goes active in milliseconds rather than after a model load."""
+        for provider, engine in self._engines.items():
+            try:
+                await engine.prepare(engine.resolve_voice(language, ""))
+                log.info("engine ready", extra={"provider": provider.value})
+            except Exception as exc:  # a cold engine is slower, not broken
+                log.warning(
+                    "engine warm-up failed",
+                    extra={"provider": provider.value, "error": str(exc)[:200]},
+                )

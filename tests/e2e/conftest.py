@@ -1,0 +1,165 @@
+"""Fixtures for end-to-end tests: a real worker process, a Redis client of its
+contract, SIPp calls, and a check that nothing of ours is left in Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import INSTANCE, REDIS_PORT, ROOT
+from tests.telephony.ari import Ari
+from tests.telephony.sipp import TwoLegCall, two_leg_call
+from worker.client import SpeakingClient
+
+SIP_PORT = 5060 + 100 * INSTANCE
+ARI_URL = f"http://127.0.0.1:{8088 + INSTANCE}/ari"
+ARI_AUTH = ("speaking", "speaking-dev-secret")
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class WorkerProcess:
+    """``speaking-worker`` as a child process, the way it is deployed."""
+
+    def __init__(self, worker_id: str, log_path: Path, **env: str) -> None:
+        self.worker_id = worker_id
+        self.log_path = log_path
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "SPEAKING_WORKER_ID": worker_id,
+            "SPEAKING_REDIS_URL": REDIS_URL,
+            "SPEAKING_ARI_URL": ARI_URL,
+            "SPEAKING_ARI_PASSWORD": ARI_AUTH[1],
+            "SPEAKING_ARI_APP": f"speaking-{worker_id}",
+            "SPEAKING_METRICS_PORT": str(self.metrics_port),
+            **env,
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log_task: asyncio.Task[None] | None = None
+        self.lines: list[str] = []
+        self._ready = asyncio.Event()
+
+    async def start(self, within_s: float = 30.0) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.daemon", env=self.env, cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        self._log_task = asyncio.create_task(self._read_log())
+        try:
+            async with asyncio.timeout(within_s):
+                await self._ready.wait()
+        except TimeoutError:
+            raise AssertionError("worker did not get ready:\n" + "".join(self.lines[-30:])) from None
+
+    async def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        with self.log_path.open("w") as out:
+            async for raw in self.proc.stderr:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                out.write(line)
+                out.flush()
+                if '"worker ready"' in line:
+                    self._ready.set()
+
+    async def stop(self, sig: int = signal.SIGTERM, within_s: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        async with asyncio.timeout(within_s):
+            code = await self.proc.wait()
+        if self._log_task:
+            await self._log_task
+        return code
+
+    def errors(self) -> list[str]:
+        return [line for line in self.lines if '"level": "error"' in line]
+
+
+@pytest.fixture(scope="session")
+async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkerProcess]:
+    process = WorkerProcess(f"test-{uuid.uuid4().hex[:8]}",
+                            tmp_path_factory.mktemp("worker") / "worker.log")
+    await process.start()
+    yield process
+    code = await process.stop()
+    assert code == 0, "worker did not exit cleanly on SIGTERM:\n" + "".join(process.lines[-30:])
+    assert not process.errors(), "worker logged errors:\n" + "".join(process.errors())
+
+
+@pytest.fixture(scope="session")
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def client(redis: Redis, worker: WorkerProcess) -> SpeakingClient:
+    return SpeakingClient(redis, worker.worker_id)
+
+
+@pytest.fixture
+async def ari() -> AsyncIterator[Ari]:
+    api = Ari(ARI_URL, ARI_AUTH)
+    yield api
+    await api.close()
+
+
+async def our_leftovers(ari: Ari) -> list[str]:
+    """Channels and bridges created by the worker (ids ``speaking-...``) still in Asterisk."""
+    channels = [c["id"] for c in await ari.channels() if c["id"].startswith("speaking-")]
+    bridges = [b["id"] for b in await ari.bridges() if b["id"].startswith("speaking-")]
+    return channels + bridges
+
+
+@pytest.fixture(autouse=True)
+async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After every e2e test: nothing the worker created is left in Asterisk."""
+    yield
+    if request.node.get_closest_marker("e2e") is None:
+        return
+    api = Ari(ARI_URL, ARI_AUTH)
+    try:
+        assert await our_leftovers(api) == []
+    finally:
+        await api.close()
+
+
+CallFactory = Callable[..., AbstractAsyncContextManager[TwoLegCall]]
+
+
+@pytest.fixture
+def call(tmp_path: Path) -> CallFactory:
+    """``async with call(codec="ulaw", duration_s=30) as c`` places a two-leg SIPp call."""
+
+    def place(**kwargs: Any) -> AbstractAsyncContextManager[TwoLegCall]:
+        options: dict[str, Any] = {"sip_port": SIP_PORT, "ari_url": ARI_URL, "ari_auth": ARI_AUTH,
+                                   "workdir": tmp_path, "duration_s": 30.0}
+        return two_leg_call(**(options | kwargs))
+
+    return place
+
+
+def create_fields(call: TwoLegCall, **overrides: str) -> dict[str, str]:
+    return {"reference_type": "call", "reference_id": call.caller_channel_id,
+            "language": "en-US", "provider": "offline", "voice_id": "espeak",
+            "customer_id": "cust-1"} | overrides

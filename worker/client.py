@@ -1,0 +1,85 @@
+"""A client of the worker's Redis contract (docs/redis-protocol.md).
+
+Used by the demo, the tests and the API tier: send a command, wait for its
+reply, follow a session's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+
+from worker.store import Keys
+
+
+class CommandTimeout(Exception):
+    """No worker answered in time (is a worker running for that worker id?)."""
+
+
+class SpeakingClient:
+    """Drive one worker's sessions through Redis."""
+
+    def __init__(self, redis: Redis, worker_id: str, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self.keys = keys or Keys()
+
+    async def send(
+        self,
+        kind: str,
+        speaking_id: str,
+        timeout_s: float = 10.0,
+        command_id: str = "",
+        **fields: str,
+    ) -> dict[str, Any]:
+        """Append a command to the worker's stream and wait for its reply."""
+        command_id = command_id or str(uuid.uuid4())
+        entry: Any = {"type": kind, "command_id": command_id, "speaking_id": speaking_id, **fields}
+        await self.redis.xadd(self.keys.commands(self.worker_id), entry)
+        return await self.reply(command_id, timeout_s)
+
+    async def reply(self, command_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        popped = await self.redis.blpop([self.keys.reply(command_id)], timeout=timeout_s)
+        if popped is None:
+            raise CommandTimeout(f"no reply to command {command_id} within {timeout_s} s")
+        result: dict[str, Any] = json.loads(popped[1])
+        return result
+
+    async def session(self, speaking_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.session(speaking_id))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def events(
+        self, speaking_id: str, after: str = "0", block_ms: int = 1000
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events of one session after stream id ``after`` (waits up to ``block_ms``)."""
+        reply: Any = await self.redis.xread(
+            {self.keys.session_events(speaking_id): after}, block=block_ms
+        )
+        out: list[tuple[str, dict[str, str]]] = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+        return out
+
+    async def wait_event(
+        self, speaking_id: str, kind: str, timeout_s: float = 10.0, **match: str
+    ) -> dict[str, str]:
+        """The first event of ``kind`` (with the given field values) in the session's stream."""
+        after = "0"
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for entry_id, fields in await self.events(speaking_id, after):
+                    after = entry_id
+                    if fields.get("type") == kind and all(
+                        fields.get(k) == v for k, v in match.items()
+                    ):
+                        return fields
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
