@@ -18,9 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = int(os.environ.get("SPEAKING_ASTERISK_INSTANCE", "0"))
 REDIS_PORT = int(os.environ.get("SPEAKING_REDIS_PORT", "6399"))
-REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get(
-    "SPEAKING_REQUIRE_SERVICES"
-) == "1"
+REQUIRED = (
+    os.environ.get("CI", "").lower() == "true" or os.environ.get("SPEAKING_REQUIRE_SERVICES") == "1"
+)
 
 _state: dict[str, object] = {}
 

@@ -24,27 +24,49 @@ log = logging.getLogger(__name__)
 #: Every channel and bridge the worker creates has an id starting with this.
 RESOURCE_PREFIX = "speaking-"
 SETUP_TIMEOUT_S = 5.0
+TEARDOWN_TIMEOUT_S = 2.0
 
 
-class StasisWaiters:
-    """Futures for "channel X entered our Stasis app", registered before the POST that
-    creates X, because StasisStart may arrive before the POST's reply."""
+class ChannelWaiters:
+    """Futures for ARI events about channels we create or destroy, registered before
+    the request that causes them: the event may arrive before the request's reply."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}
 
-    def expect(self, channel_id: str) -> asyncio.Future[None]:
+    def expect(self, event_type: str, channel_id: str) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
-        self._waiting[channel_id] = future
+        self._waiting[(event_type, channel_id)] = future
         return future
 
-    def forget(self, channel_id: str) -> None:
-        self._waiting.pop(channel_id, None)
+    def forget(self, event_type: str, channel_id: str) -> None:
+        self._waiting.pop((event_type, channel_id), None)
 
-    def started(self, channel_id: str) -> None:
-        future = self._waiting.pop(channel_id, None)
+    def fire(self, event_type: str, channel_id: str) -> None:
+        future = self._waiting.pop((event_type, channel_id), None)
         if future is not None and not future.done():
             future.set_result(None)
+
+    async def hang_up_all(self, ari: AriClient, channel_ids: list[str]) -> None:
+        """Hang up channels and wait until Asterisk has destroyed them (hangup is
+        asynchronous in Asterisk: a 204 only means the hangup was requested)."""
+        gone = [self.expect("ChannelDestroyed", c) for c in channel_ids]
+        try:
+            for channel_id, future in zip(channel_ids, gone, strict=True):
+                try:
+                    existed = await ari.hangup(channel_id)
+                except (AriError, OSError) as exc:
+                    log.warning("hangup failed", extra={"channel": channel_id, "error": str(exc)})
+                    existed = False
+                if not existed and not future.done():
+                    future.set_result(None)
+            async with asyncio.timeout(TEARDOWN_TIMEOUT_S):
+                await asyncio.gather(*gone)
+        except TimeoutError:
+            log.warning("channels not destroyed in time", extra={"channels": ",".join(channel_ids)})
+        finally:
+            for channel_id in channel_ids:
+                self.forget("ChannelDestroyed", channel_id)
 
 
 @dataclass
@@ -52,6 +74,7 @@ class CallMedia:
     """What one session created in Asterisk; ``teardown`` removes all of it."""
 
     ari: AriClient
+    waiters: ChannelWaiters
     session_prefix: str
     target_channel: str
     rtp: RtpSocket | None = None
@@ -67,17 +90,16 @@ class CallMedia:
     def media_id(self) -> str:
         return f"{self.session_prefix}-media"
 
-    async def setup(
-        self, waiters: StasisWaiters, whisper: Whisper, fmt: MediaFormat, rtp_host: str
-    ) -> None:
+    async def setup(self, whisper: Whisper, fmt: MediaFormat, rtp_host: str) -> None:
         """Create snoop + external media + bridge. On failure, whatever exists is left
         recorded in ``self`` for ``teardown`` (which the caller always runs)."""
         await self.ari.subscribe(f"channel:{self.target_channel}")
         self.subscribed = True
         self.rtp = await RtpSocket.open(rtp_host)
 
-        snoop_in = waiters.expect(self.snoop_id)
-        media_in = waiters.expect(self.media_id)
+        waiters = self.waiters
+        snoop_in = waiters.expect("StasisStart", self.snoop_id)
+        media_in = waiters.expect("StasisStart", self.media_id)
         try:
             self.channels.append(self.snoop_id)
             await self.ari.snoop(self.target_channel, self.snoop_id, whisper.value)
@@ -96,15 +118,13 @@ class CallMedia:
                 await asyncio.gather(snoop_in, media_in)
             await self.ari.add_to_bridge(self.bridge, self.snoop_id, self.media_id)
         finally:
-            waiters.forget(self.snoop_id)
-            waiters.forget(self.media_id)
+            waiters.forget("StasisStart", self.snoop_id)
+            waiters.forget("StasisStart", self.media_id)
 
     async def teardown(self) -> None:
         """Remove every resource; safe to call twice and after a partial setup."""
-        for channel_id in self.channels:
-            with contextlib.suppress(AriError, OSError):
-                await self.ari.hangup(channel_id)
-        self.channels.clear()
+        channels, self.channels = self.channels, []
+        await self.waiters.hang_up_all(self.ari, channels)
         if self.bridge is not None:
             with contextlib.suppress(AriError, OSError):
                 await self.ari.destroy_bridge(self.bridge)
@@ -129,20 +149,20 @@ def session_of(resource_id: str) -> str | None:
     return rest
 
 
-async def sweep_leftovers(ari: AriClient, is_orphan: Callable[[str], Awaitable[bool]]) -> int:
+async def sweep_leftovers(
+    ari: AriClient, waiters: ChannelWaiters, is_orphan: Callable[[str], Awaitable[bool]]
+) -> int:
     """Remove channels and bridges of ours whose session is orphaned (stopped, unknown, or
     owned by this worker before a crash). Sessions live on another worker are left alone."""
-    removed = 0
-    for kind, items in (
-        ("channel", await ari.list_channels()),
-        ("bridge", await ari.list_bridges()),
-    ):
-        for item in items:
-            speaking_id = session_of(str(item.get("id", "")))
-            if speaking_id is None or not await is_orphan(speaking_id):
-                continue
-            if kind == "channel":
-                removed += await ari.hangup(item["id"])
-            else:
-                removed += await ari.destroy_bridge(item["id"])
-    return removed
+    channels: list[str] = []
+    for channel in await ari.list_channels():
+        speaking_id = session_of(str(channel.get("id", "")))
+        if speaking_id is not None and await is_orphan(speaking_id):
+            channels.append(channel["id"])
+    await waiters.hang_up_all(ari, channels)
+    bridges = 0
+    for bridge in await ari.list_bridges():
+        speaking_id = session_of(str(bridge.get("id", "")))
+        if speaking_id is not None and await is_orphan(speaking_id):
+            bridges += await ari.destroy_bridge(bridge["id"])
+    return len(channels) + bridges

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,17 +29,22 @@ class SpeakingClient:
         self.worker_id = worker_id
         self.keys = keys or Keys()
 
-    async def send(
+    async def send(self, kind: str, speaking_id: str, **fields: str) -> dict[str, Any]:
+        """Send a command and wait for its reply. A ``command_id`` field, if given, is
+        used as the command's id (to replay a command); otherwise a new one is made."""
+        return await self.command(kind, speaking_id, fields)
+
+    async def command(
         self,
         kind: str,
         speaking_id: str,
+        fields: Mapping[str, str],
+        *,
         timeout_s: float = 10.0,
-        command_id: str = "",
-        **fields: str,
     ) -> dict[str, Any]:
         """Append a command to the worker's stream and wait for its reply."""
-        command_id = command_id or str(uuid.uuid4())
-        entry: Any = {"type": kind, "command_id": command_id, "speaking_id": speaking_id, **fields}
+        command_id = fields.get("command_id") or str(uuid.uuid4())
+        entry: Any = {**fields, "type": kind, "command_id": command_id, "speaking_id": speaking_id}
         await self.redis.xadd(self.keys.commands(self.worker_id), entry)
         return await self.reply(command_id, timeout_s)
 

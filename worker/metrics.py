@@ -12,6 +12,12 @@ from collections import defaultdict
 Labels = tuple[tuple[str, str], ...]
 
 
+def _number(value: float) -> str:
+    """Full precision: ``:g`` would print 1234567 as 1.23457e+06 and stall counters."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _labels(labels: Labels) -> str:
     if not labels:
         return ""
@@ -58,10 +64,12 @@ class Registry:
                     for bound, count in zip([*buckets, float("inf")], counts[:-1], strict=True):
                         cumulative += count
                         le = "+Inf" if bound == float("inf") else repr(bound)
-                        lines.append(f"{name}_bucket{_labels((*key, ('le', le)))} {cumulative:g}")
-                    lines.append(f"{name}_sum{_labels(key)} {counts[-1]:g}")
-                    lines.append(f"{name}_count{_labels(key)} {cumulative:g}")
+                        lines.append(
+                            f"{name}_bucket{_labels((*key, ('le', le)))} {_number(cumulative)}"
+                        )
+                    lines.append(f"{name}_sum{_labels(key)} {_number(counts[-1])}")
+                    lines.append(f"{name}_count{_labels(key)} {_number(cumulative)}")
             else:
                 for key, value in self._values[name].items():
-                    lines.append(f"{name}{_labels(key)} {value:g}")
+                    lines.append(f"{name}{_labels(key)} {_number(value)}")
         return "\n".join(lines) + "\n"

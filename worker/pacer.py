@@ -78,6 +78,7 @@ class Pacer:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="pacer")
+            self._task.add_done_callback(_log_death)
 
     async def stop(self) -> None:
         if self._task:
@@ -102,8 +103,9 @@ class Pacer:
             if not self._streams:
                 self._wake.clear()
                 await self._wake.wait()
+                self.schedule = None
+            if self.schedule is None:  # (re)start the clock when work appears
                 self.schedule = PacingSchedule(self.now(), self.period)
-            assert self.schedule is not None
             delay = self.schedule.next_deadline - self.now()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -116,3 +118,9 @@ class Pacer:
                     except Exception:
                         log.exception("stream tick failed; removing it")
                         self.remove(stream)
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    # The clock paces every session: if it ever dies, say so loudly.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("pacer clock died", exc_info=task.exception())

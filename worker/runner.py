@@ -58,7 +58,10 @@ class SessionRunner:
         )
         self.inbox: asyncio.Queue[Inbound | StopReason] = asyncio.Queue()
         self.media = CallMedia(
-            worker.ari, f"{RESOURCE_PREFIX}{create.speaking_id}", create.reference_id
+            worker.ari,
+            worker.waiters,
+            f"{RESOURCE_PREFIX}{create.speaking_id}",
+            create.reference_id,
         )
         self.playout: Playout | None = None
         self.player: Player | None = None
@@ -142,7 +145,6 @@ class SessionRunner:
             fmt = media_format_for(native or "", transport_carries_slin16=False)
             await asyncio.gather(
                 self.media.setup(
-                    self.worker.waiters,
                     whisper_for(create.direction),
                     fmt,
                     self.worker.settings.rtp_host,

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from worker.ari import AriClient
-from worker.call_media import StasisWaiters, sweep_leftovers
+from worker.call_media import ChannelWaiters, sweep_leftovers
 from worker.commands import Create, Delete, Flush, Say, Stop, parse_command
 from worker.config import Settings
 from worker.engines.registry import EngineRegistry
@@ -54,7 +54,7 @@ class Worker:
             on_connect=self._on_ari_connect,
         )
         self.pacer = Pacer()
-        self.waiters = StasisWaiters()
+        self.waiters = ChannelWaiters()
         self.runners: dict[str, SessionRunner] = {}
         self.by_channel: dict[str, SessionRunner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,7 +125,7 @@ class Worker:
             record = await self.store.load(speaking_id)
             return record is None or record.get("status") == Status.STOPPED.value
 
-        removed = await sweep_leftovers(self.ari, orphan)
+        removed = await sweep_leftovers(self.ari, self.waiters, orphan)
         if removed:
             log.warning("removed leftovers of a previous run", extra={"count": removed})
 
@@ -278,9 +278,8 @@ class Worker:
     def on_ari_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
         channel_id = str(event.get("channel", {}).get("id", ""))
-        if kind == "StasisStart":
-            self.waiters.started(channel_id)
-        elif kind in _GONE_EVENTS and (runner := self.by_channel.get(channel_id)):
+        self.waiters.fire(kind, channel_id)
+        if kind in _GONE_EVENTS and (runner := self.by_channel.get(channel_id)):
             runner.channel_gone()
 
     async def _on_ari_connect(self) -> None:

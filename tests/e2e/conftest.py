@@ -59,15 +59,22 @@ class WorkerProcess:
 
     async def start(self, within_s: float = 30.0) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker.daemon", env=self.env, cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "worker.daemon",
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         self._log_task = asyncio.create_task(self._read_log())
         try:
             async with asyncio.timeout(within_s):
                 await self._ready.wait()
         except TimeoutError:
-            raise AssertionError("worker did not get ready:\n" + "".join(self.lines[-30:])) from None
+            raise AssertionError(
+                "worker did not get ready:\n" + "".join(self.lines[-30:])
+            ) from None
 
     async def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -96,8 +103,9 @@ class WorkerProcess:
 
 @pytest.fixture(scope="session")
 async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(f"test-{uuid.uuid4().hex[:8]}",
-                            tmp_path_factory.mktemp("worker") / "worker.log")
+    process = WorkerProcess(
+        f"test-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("worker") / "worker.log"
+    )
     await process.start()
     yield process
     code = await process.stop()
@@ -152,14 +160,24 @@ def call(tmp_path: Path) -> CallFactory:
     """``async with call(codec="ulaw", duration_s=30) as c`` places a two-leg SIPp call."""
 
     def place(**kwargs: Any) -> AbstractAsyncContextManager[TwoLegCall]:
-        options: dict[str, Any] = {"sip_port": SIP_PORT, "ari_url": ARI_URL, "ari_auth": ARI_AUTH,
-                                   "workdir": tmp_path, "duration_s": 30.0}
+        options: dict[str, Any] = {
+            "sip_port": SIP_PORT,
+            "ari_url": ARI_URL,
+            "ari_auth": ARI_AUTH,
+            "workdir": tmp_path,
+            "duration_s": 30.0,
+        }
         return two_leg_call(**(options | kwargs))
 
     return place
 
 
 def create_fields(call: TwoLegCall, **overrides: str) -> dict[str, str]:
-    return {"reference_type": "call", "reference_id": call.caller_channel_id,
-            "language": "en-US", "provider": "offline", "voice_id": "espeak",
-            "customer_id": "cust-1"} | overrides
+    return {
+        "reference_type": "call",
+        "reference_id": call.caller_channel_id,
+        "language": "en-US",
+        "provider": "offline",
+        "voice_id": "espeak",
+        "customer_id": "cust-1",
+    } | overrides

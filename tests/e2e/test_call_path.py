@@ -8,6 +8,7 @@ actually received on the wire.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -52,8 +53,12 @@ async def stop(client: SpeakingClient, speaking_id: str) -> None:
     [("in", True, False), ("out", False, True), ("both", True, True)],
 )
 async def test_direction_reaches_exactly_the_right_party(
-    client: SpeakingClient, call: CallFactory, tmp_path: Path,
-    direction: str, caller_hears: bool, callee_hears: bool,
+    client: SpeakingClient,
+    call: CallFactory,
+    tmp_path: Path,
+    direction: str,
+    caller_hears: bool,
+    callee_hears: bool,
 ) -> None:
     """in = the remote party of the referenced call (the caller) hears; out = the parties
     bridged with it (the callee) hear; both = both. The other party gets not one loud frame."""
@@ -90,7 +95,9 @@ async def test_wideband_call_is_served(client: SpeakingClient, call: CallFactory
     assert count_loud(c.received("callee")) == 0
 
 
-async def test_hangup_stops_the_session_by_itself(client: SpeakingClient, call: CallFactory) -> None:
+async def test_hangup_stops_the_session_by_itself(
+    client: SpeakingClient, call: CallFactory
+) -> None:
     """The caller hangs up (SIPp sends BYE): the worker notices from ARI, stops the session
     with reason hangup, removes its channels and bridge, and refuses further says."""
     async with call(duration_s=2.0) as c:
@@ -136,10 +143,14 @@ async def test_flush_silences_at_once_and_later_text_plays(
     assert count_loud(caller, start=restart) > 10
 
 
-async def test_segments_play_in_order_back_to_back(client: SpeakingClient, call: CallFactory) -> None:
+async def test_segments_play_in_order_back_to_back(
+    client: SpeakingClient, call: CallFactory
+) -> None:
     async with call() as c:
         speaking_id = await start_session(client, c)
-        ids = [await say(client, speaking_id, f"Segment {word}.") for word in ("one", "two", "three")]
+        ids = [
+            await say(client, speaking_id, f"Segment {word}.") for word in ("one", "two", "three")
+        ]
         await client.wait_event(speaking_id, "segment_finished", segment_id=ids[-1])
         await stop(client, speaking_id)
     events = [f for _, f in await client.events(speaking_id) if f["type"].startswith("segment_")]
@@ -148,8 +159,10 @@ async def test_segments_play_in_order_back_to_back(client: SpeakingClient, call:
     assert order == expected
     # Back to back: each segment starts within a few frames of the previous one's end.
     stamps = {(f["type"], f["segment_id"]): f["timestamp"] for f in events}
-    for before, nxt in zip(ids, ids[1:], strict=False):
-        gap = _seconds(stamps[("segment_started", nxt)]) - _seconds(stamps[("segment_finished", before)])
+    for before, nxt in itertools.pairwise(ids):
+        gap = _seconds(stamps[("segment_started", nxt)]) - _seconds(
+            stamps[("segment_finished", before)]
+        )
         assert 0 <= gap < 0.2, (before, nxt, gap)
 
 

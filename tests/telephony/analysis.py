@@ -62,8 +62,11 @@ def in_window(
     packets: Sequence[RtpPacket], start: float | None = None, end: float | None = None
 ) -> list[RtpPacket]:
     """Packets that arrived in [start, end) (open ends when None)."""
-    return [p for p in packets
-            if (start is None or p.arrival >= start) and (end is None or p.arrival < end)]
+    return [
+        p
+        for p in packets
+        if (start is None or p.arrival >= start) and (end is None or p.arrival < end)
+    ]
 
 
 def count_loud(
@@ -123,7 +126,7 @@ def render(packets: Sequence[RtpPacket], sample_rate: int | None = None) -> npt.
         placed.append((max(pos, 0), samples))
     out = np.zeros(max(pos + s.size for pos, s in placed), dtype=np.int16)
     for pos, s in placed:
-        out[pos:pos + s.size] = s
+        out[pos : pos + s.size] = s
     return out
 
 

@@ -59,7 +59,7 @@ def _parse_rtp(arrival: float, ip: bytes) -> RtpPacket | None:
         return None
     ihl = (ip[0] & 0x0F) * 4
     src_port, dst_port, udp_len = struct.unpack_from("!HHH", ip, ihl)
-    rtp = ip[ihl + 8:ihl + udp_len]
+    rtp = ip[ihl + 8 : ihl + udp_len]
     if len(rtp) < 12 or rtp[0] >> 6 != 2:
         return None
     first, second, seq, timestamp, ssrc = struct.unpack_from("!BBHII", rtp)
@@ -71,8 +71,18 @@ def _parse_rtp(arrival: float, ip: bytes) -> RtpPacket | None:
         end -= rtp[-1]
     payload = rtp[offset:end]
     pt = second & 0x7F
-    return RtpPacket(arrival, src_port, dst_port, pt, seq, timestamp, ssrc,
-                     bool(second & 0x80), payload, decode_payload(pt, payload))
+    return RtpPacket(
+        arrival,
+        src_port,
+        dst_port,
+        pt,
+        seq,
+        timestamp,
+        ssrc,
+        bool(second & 0x80),
+        payload,
+        decode_payload(pt, payload),
+    )
 
 
 class PcapReader:
@@ -107,9 +117,9 @@ class PcapReader:
             sec, frac, caplen, _ = struct.unpack_from(self._endian + "IIII", data, pos)
             if pos + 16 + caplen > len(data):
                 break
-            frame = data[pos + 16:pos + 16 + caplen]
+            frame = data[pos + 16 : pos + 16 + caplen]
             pos += 16 + caplen
-            if type_at is not None and frame[type_at:type_at + 2] != b"\x08\x00":
+            if type_at is not None and frame[type_at : type_at + 2] != b"\x08\x00":
                 continue  # not IPv4
             arrival = sec + frac / (1e9 if self._nano else 1e6)
             packet = _parse_rtp(arrival, frame[link_len:])
@@ -165,13 +175,28 @@ class RtpCapture:
         # tests read the audio mid-call. -Z root: Debian's tcpdump drops to user
         # "tcpdump" before opening the file, which then cannot write into a root-owned
         # test directory.
-        cmd = [tcpdump, "-i", self.interface, "--immediate-mode", "-U", "-n", "-s", "0",
-               "-Z", "root", "-w", str(self.path), filt]
+        cmd = [
+            tcpdump,
+            "-i",
+            self.interface,
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-Z",
+            "root",
+            "-w",
+            str(self.path),
+            filt,
+        ]
         setpriv = shutil.which("setpriv")
         if setpriv:  # dies with us if the test process is killed
             cmd = [setpriv, "--pdeathsig", "INT", "--", *cmd]
         self._proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
         assert self._proc.stderr is not None

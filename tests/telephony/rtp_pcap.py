@@ -52,8 +52,17 @@ def _frame(rtp: bytes, ip_id: int) -> bytes:
     udp_len = 8 + len(rtp)
     loopback = bytes([127, 0, 0, 1])
     ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, ip_id & 0xFFFF, 0x4000, 64, 17, 0,
-        loopback, loopback,
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + udp_len,
+        ip_id & 0xFFFF,
+        0x4000,
+        64,
+        17,
+        0,
+        loopback,
+        loopback,
     )
     ip = ip[:10] + struct.pack("!H", _ipv4_checksum(ip)) + ip[12:]
     udp = struct.pack("!HHHH", _PORT, _PORT, udp_len, 0)
@@ -68,10 +77,14 @@ def rtp_packets(
     packets = []
     for i in range(len(samples) // step):
         header = struct.pack(
-            "!BBHII", 0x80, (0x80 if i == 0 else 0) | codec.payload_type,
-            i & 0xFFFF, (i * step) & 0xFFFFFFFF, ssrc,
+            "!BBHII",
+            0x80,
+            (0x80 if i == 0 else 0) | codec.payload_type,
+            i & 0xFFFF,
+            (i * step) & 0xFFFFFFFF,
+            ssrc,
         )
-        packets.append(header + codec.encode(samples[i * step:(i + 1) * step]))
+        packets.append(header + codec.encode(samples[i * step : (i + 1) * step]))
     return packets
 
 
@@ -93,8 +106,9 @@ def write_rtp_pcap(
     for i, rtp in enumerate(rtp_packets(spec, signal, ssrc=0x5EA41000 + seed)):
         frame = _frame(rtp, i)
         usec = i * 20_000
-        chunks.append(struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000,
-                                  len(frame), len(frame)))
+        chunks.append(
+            struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(frame), len(frame))
+        )
         chunks.append(frame)
     path.write_bytes(b"".join(chunks))
     return path

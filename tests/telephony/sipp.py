@@ -37,8 +37,16 @@ PCAP_SLACK_S = 30.0  # RTP keeps flowing this long past the planned duration
 class TwoLegCall:
     """A call in progress: its ARI channel ids, tag, ports, and the captured RTP."""
 
-    def __init__(self, tag: str, ari: Ari, events: AriEvents, capture: RtpCapture,
-                 uac: SippProcess, uas: SippProcess, media_ports: dict[Party, int]) -> None:
+    def __init__(
+        self,
+        tag: str,
+        ari: Ari,
+        events: AriEvents,
+        capture: RtpCapture,
+        uac: SippProcess,
+        uas: SippProcess,
+        media_ports: dict[Party, int],
+    ) -> None:
         self.tag = tag
         self.ari = ari
         self.events = events
@@ -68,8 +76,9 @@ class TwoLegCall:
     def _find_legs(self) -> bool:
         if not self.caller_channel_id:
             for cid, ch in self.events.channels.items():
-                if (ch.get("caller", {}).get("number") == self.tag
-                        and ch.get("name", "").startswith("PJSIP/")):
+                if ch.get("caller", {}).get("number") == self.tag and ch.get("name", "").startswith(
+                    "PJSIP/"
+                ):
                     self.caller_channel_id = cid
         if self.caller_channel_id and not self.callee_channel_id:
             self.callee_channel_id = self.events.dial_peers.get(self.caller_channel_id, "")
@@ -79,30 +88,35 @@ class TwoLegCall:
         if not self._find_legs():
             return False
         chans = self.events.channels
-        if any(chans[c].get("state") != "Up"
-               for c in (self.caller_channel_id, self.callee_channel_id)):
+        if any(
+            chans[c].get("state") != "Up" for c in (self.caller_channel_id, self.callee_channel_id)
+        ):
             return False
         bridge = self.events.bridge_of(self.caller_channel_id, self.callee_channel_id)
         self.bridge_id = bridge["id"] if bridge else ""
         return bridge is not None
 
-    async def _watch(self, what: str, condition: Coroutine[Any, Any, None], within_s: float
-                     ) -> None:
+    async def _watch(
+        self, what: str, condition: Coroutine[Any, Any, None], within_s: float
+    ) -> None:
         """Await condition, failing early (with SIPp's logs) if a SIPp dies meanwhile."""
         goal: asyncio.Task[Any] = asyncio.create_task(condition)
         deaths: dict[asyncio.Task[Any], SippProcess] = {
-            asyncio.create_task(p.wait()): p for p in (self.uac, self.uas)}
+            asyncio.create_task(p.wait()): p for p in (self.uac, self.uas)
+        }
         try:
-            done, _ = await asyncio.wait({goal, *deaths}, timeout=within_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {goal, *deaths}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+            )
             if goal in done:
                 goal.result()
                 return
             for task, proc in deaths.items():
                 if task in done:
                     raise proc.failure(f"ended before {what}")
-            raise TimeoutError(f"no {what} within {within_s} s (tag {self.tag}); "
-                               f"SIP traces in {self.uac.workdir}")
+            raise TimeoutError(
+                f"no {what} within {within_s} s (tag {self.tag}); SIP traces in {self.uac.workdir}"
+            )
         finally:
             for task in (goal, *deaths):
                 task.cancel()
@@ -169,13 +183,26 @@ async def two_leg_call(
         await capture.start()
         events = await ari.events(f"harness-{tag}")
         call = TwoLegCall(tag, ari, events, capture, uac, uas, ports)
-        await uas.start("uas.xml", [*common, "-p", str(uas_sip), "-mp", str(uas_media)],
-                        {**keys, "pcap": str(uas_pcap)})
+        await uas.start(
+            "uas.xml",
+            [*common, "-p", str(uas_sip), "-mp", str(uas_media)],
+            {**keys, "pcap": str(uas_pcap)},
+        )
         started = time.monotonic()
         await uac.start(
             "uac.xml",
-            [f"127.0.0.1:{sip_port}", *common, "-p", str(uac_sip), "-mp", str(uac_media),
-             "-s", str(uas_sip), "-d", str(int(duration_s * 1000))],
+            [
+                f"127.0.0.1:{sip_port}",
+                *common,
+                "-p",
+                str(uac_sip),
+                "-mp",
+                str(uac_media),
+                "-s",
+                str(uas_sip),
+                "-d",
+                str(int(duration_s * 1000)),
+            ],
             {**keys, "pcap": str(uac_pcap), "caller_number": tag, "customer_id": customer_id},
         )
         ready = events.wait_until(call._ready, setup_timeout)

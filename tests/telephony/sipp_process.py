@@ -67,9 +67,21 @@ class SippProcess:
     async def start(self, scenario: str, args: list[str], keys: dict[str, str]) -> None:
         """Launch `sipp -sf scenarios/<scenario> ...`; returns once the process exists."""
         sipp = shutil.which("sipp") or "/usr/bin/sipp"
-        cmd = [sipp, *args, "-sf", str(SCENARIOS / scenario), "-nostdin", "-m", "1",
-               "-trace_err", "-error_file", str(self.error_log),
-               "-trace_msg", "-message_file", str(self.message_log)]
+        cmd = [
+            sipp,
+            *args,
+            "-sf",
+            str(SCENARIOS / scenario),
+            "-nostdin",
+            "-m",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(self.error_log),
+            "-trace_msg",
+            "-message_file",
+            str(self.message_log),
+        ]
         for key, value in keys.items():
             cmd += ["-key", key, value]
         setpriv = shutil.which("setpriv")
@@ -79,7 +91,10 @@ class SippProcess:
         out, err = self._open_logs()
         with out, err:  # the child keeps its own copies of the descriptors
             self.proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
                 cwd=self.workdir,
             )
 

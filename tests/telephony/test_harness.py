@@ -47,9 +47,13 @@ async def ari() -> AsyncIterator[Ari]:
 async def leftovers(ari: Ari, call: TwoLegCall) -> list[str]:
     """Names of channels of this call still in Asterisk (others may share the instance)."""
     ours = {call.caller_channel_id, call.callee_channel_id}
-    return [c["name"] for c in await ari.channels()
-            if c["id"] in ours or call.tag in (c["caller"]["number"], c["connected"]["number"])
-            or call.caller_channel_id in c["name"]]
+    return [
+        c["name"]
+        for c in await ari.channels()
+        if c["id"] in ours
+        or call.tag in (c["caller"]["number"], c["connected"]["number"])
+        or call.caller_channel_id in c["name"]
+    ]
 
 
 @pytest.mark.parametrize("codec", ["ulaw", "slin16"])
@@ -57,9 +61,15 @@ async def test_call_is_bridged_continuous_and_quiet(
     codec: CodecName, tmp_path: Path, ari: Ari
 ) -> None:
     spec = CODECS[codec]
-    async with two_leg_call(sip_port=SIP_PORT, ari_url=ARI_URL, ari_auth=ARI_AUTH, codec=codec,
-                            duration_s=4.0, customer_id="cust-harness",
-                            workdir=tmp_path) as call:
+    async with two_leg_call(
+        sip_port=SIP_PORT,
+        ari_url=ARI_URL,
+        ari_auth=ARI_AUTH,
+        codec=codec,
+        duration_s=4.0,
+        customer_id="cust-harness",
+        workdir=tmp_path,
+    ) as call:
         assert call.setup_s < 2.0, call.setup_s
         caller = await call.ari.request("GET", f"/channels/{call.caller_channel_id}")
         callee = await call.ari.request("GET", f"/channels/{call.callee_channel_id}")
@@ -67,11 +77,15 @@ async def test_call_is_bridged_continuous_and_quiet(
         assert caller["caller"]["number"] == call.tag
         assert caller["name"].startswith("PJSIP/caller-")
         assert callee["name"].startswith("PJSIP/callee-")
-        var = await call.ari.request("GET", f"/channels/{call.caller_channel_id}/variable",
-                                     variable="SPEAKING_CUSTOMER_ID")
+        var = await call.ari.request(
+            "GET", f"/channels/{call.caller_channel_id}/variable", variable="SPEAKING_CUSTOMER_ID"
+        )
         assert var["value"] == "cust-harness"
-        bridges = [b for b in await call.ari.bridges()
-                   if {call.caller_channel_id, call.callee_channel_id} <= set(b["channels"])]
+        bridges = [
+            b
+            for b in await call.ari.bridges()
+            if {call.caller_channel_id, call.callee_channel_id} <= set(b["channels"])
+        ]
         assert len(bridges) == 1, "caller and callee are not in one bridge"
 
         await call.wait_hangup(timeout=10.0)  # the UAC's 4 s pause ends, it sends BYE
@@ -95,23 +109,41 @@ async def test_call_is_bridged_continuous_and_quiet(
 async def test_prompt_whispered_to_caller_is_speech_at_caller_only(
     codec: CodecName, tmp_path: Path, ari: Ari
 ) -> None:
-    async with two_leg_call(sip_port=SIP_PORT, ari_url=ARI_URL, ari_auth=ARI_AUTH, codec=codec,
-                            duration_s=20.0, workdir=tmp_path) as call:
+    async with two_leg_call(
+        sip_port=SIP_PORT,
+        ari_url=ARI_URL,
+        ari_auth=ARI_AUTH,
+        codec=codec,
+        duration_s=20.0,
+        workdir=tmp_path,
+    ) as call:
         # The caller is in a Dial() bridge, not in Stasis: ARI refuses to play to it.
         with pytest.raises(AriError) as refused:
-            await call.ari.request("POST", f"/channels/{call.caller_channel_id}/play",
-                                   media="sound:hello-world")
+            await call.ari.request(
+                "POST", f"/channels/{call.caller_channel_id}/play", media="sound:hello-world"
+            )
         assert refused.value.status == 409
         # A snoop with whisper=out in our app: what is played on it, the caller hears.
         snoop_id = f"snoop-{call.tag}"
         started = time.time()
-        await call.ari.request("POST", f"/channels/{call.caller_channel_id}/snoop",
-                               app=call.app, whisper="out", spy="none", snoopId=snoop_id)
+        await call.ari.request(
+            "POST",
+            f"/channels/{call.caller_channel_id}/snoop",
+            app=call.app,
+            whisper="out",
+            spy="none",
+            snoopId=snoop_id,
+        )
         await call.events.wait_until(lambda: snoop_id in call.events.stasis_channels, 2.0)
-        await call.ari.request("POST", f"/channels/{snoop_id}/play",
-                               media="sound:hello-world", playbackId=f"pb-{call.tag}")
+        await call.ari.request(
+            "POST",
+            f"/channels/{snoop_id}/play",
+            media="sound:hello-world",
+            playbackId=f"pb-{call.tag}",
+        )
         await call.events.wait_until(
-            lambda: any(e["type"] == "PlaybackFinished" for e in call.events.events), 10.0)
+            lambda: any(e["type"] == "PlaybackFinished" for e in call.events.events), 10.0
+        )
         finished = time.time()
         await call.ari.hangup(snoop_id)
 

@@ -38,7 +38,7 @@ def test_linux_cooked_capture_is_parsed(tmp_path: Path) -> None:
     out, pos = bytearray(data[:20] + struct.pack("<I", 276)), 24
     while pos < len(data):
         sec, usec, caplen, _ = struct.unpack_from("<IIII", data, pos)
-        ip = data[pos + 16 + 14:pos + 16 + caplen]
+        ip = data[pos + 16 + 14 : pos + 16 + caplen]
         sll2 = b"\x08\x00" + bytes(18)
         out += struct.pack("<IIII", sec, usec, len(sll2) + len(ip), len(sll2) + len(ip))
         out += sll2 + ip
@@ -46,7 +46,8 @@ def test_linux_cooked_capture_is_parsed(tmp_path: Path) -> None:
     cooked = tmp_path / "sll2.pcap"
     cooked.write_bytes(bytes(out))
     assert [p.payload for p in read_pcap(cooked)] == [
-        p.payload for p in read_pcap(tmp_path / "eth.pcap")]
+        p.payload for p in read_pcap(tmp_path / "eth.pcap")
+    ]
 
 
 def test_reader_waits_for_half_written_records(tmp_path: Path) -> None:
@@ -70,8 +71,10 @@ def test_levels_and_threshold() -> None:
 def test_render_places_by_timestamp_and_leaves_gaps_silent(tmp_path: Path) -> None:
     packets = read_pcap(write_rtp_pcap(tmp_path / "a.pcap", "slin16", 1.0, level_dbfs=-20))
     kept = packets[:10] + packets[20:]  # 200 ms lost
-    jittered = [dataclasses.replace(p, arrival=p.arrival + (0.004 if i % 2 else 0.0))
-                for i, p in enumerate(kept)]
+    jittered = [
+        dataclasses.replace(p, arrival=p.arrival + (0.004 if i % 2 else 0.0))
+        for i, p in enumerate(kept)
+    ]
     audio = render(jittered)
     assert len(audio) == 16000
     assert not audio[3200:6400].any()

@@ -153,11 +153,6 @@ async def test_pacer_sleeps_without_streams_and_restarts_on_a_fresh_schedule() -
         await pacer.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/pacer.py _run: a stream added before start() leaves schedule None and "
-    "the pacer task dies on `assert self.schedule is not None`",
-)
 async def test_pacer_stream_added_before_start_is_ticked() -> None:
     pacer = Pacer(period=PERIOD)
     stream = CountingStream()
@@ -177,12 +172,19 @@ async def test_pacer_stream_added_before_start_is_ticked() -> None:
 # before the next tick; wait_for_space applies back-pressure at max_ahead_frames.
 
 
-@dataclass
 class PlayoutRig:
-    playout: Playout
-    packets: list[bytes] = field(default_factory=list)
-    events: list[PlayoutEvent] = field(default_factory=list)
-    now: float = 0.0
+    """A Playout on a fake clock, recording the packets it sends and its events."""
+
+    def __init__(self, fmt: MediaFormat = MediaFormat.SLIN16, max_ahead: int = 150) -> None:
+        self.packets: list[bytes] = []
+        self.events: list[PlayoutEvent] = []
+        self.now = 0.0
+        self.playout = Playout(
+            fmt, self.packets.append, self.events.append, self.clock, max_ahead_frames=max_ahead
+        )
+
+    def clock(self) -> float:
+        return self.now
 
     def tick(self) -> bytes | None:
         """One clock tick; returns the packet sent, if any."""
@@ -191,14 +193,6 @@ class PlayoutRig:
         self.playout.tick()
         assert len(self.packets) - before in (0, 1), "a tick sends at most one packet"
         return self.packets[-1] if len(self.packets) > before else None
-
-
-def playout_rig(fmt: MediaFormat = MediaFormat.SLIN16, max_ahead: int = 150) -> PlayoutRig:
-    rig = PlayoutRig(playout=None)  # type: ignore[arg-type]  # filled in just below
-    rig.playout = Playout(
-        fmt, rig.packets.append, rig.events.append, lambda: rig.now, max_ahead_frames=max_ahead
-    )
-    return rig
 
 
 def frames_of(
@@ -224,7 +218,7 @@ def marker(packet: bytes) -> bool:
 
 
 def test_playout_sends_one_frame_per_tick_in_order_with_events() -> None:
-    rig = playout_rig()
+    rig = PlayoutRig()
     rig.playout.push(frames_of("a", [1, 2, 3]))
     rig.playout.push(frames_of("b", [4, 5]))
     sent = [rig.tick() for _ in range(7)]
@@ -242,7 +236,7 @@ def test_playout_sends_one_frame_per_tick_in_order_with_events() -> None:
 
 
 def test_playout_empty_tick_sends_nothing_and_keeps_the_media_clock() -> None:
-    rig = playout_rig(MediaFormat.ULAW)
+    rig = PlayoutRig(MediaFormat.ULAW)
     assert rig.tick() is None and rig.events == []
     frame = np.arange(160, dtype=np.int16) * 100
     rig.playout.push([Frame(frame, "a", first=True, last=False)])
@@ -261,7 +255,7 @@ def test_playout_empty_tick_sends_nothing_and_keeps_the_media_clock() -> None:
 
 
 def test_playout_clear_stops_the_very_next_tick() -> None:
-    rig = playout_rig()
+    rig = PlayoutRig()
     rig.playout.push(frames_of("a", [1, 2, 3, 4]))
     assert rig.tick() is not None
     rig.playout.clear()
@@ -271,7 +265,7 @@ def test_playout_clear_stops_the_very_next_tick() -> None:
 
 
 def test_playout_discard_removes_only_that_segment() -> None:
-    rig = playout_rig()
+    rig = PlayoutRig()
     rig.playout.push(frames_of("a", [1, 2]))
     rig.playout.push(frames_of("b", [3, 4, 5]))
     rig.playout.push(frames_of("c", [6]))
@@ -288,7 +282,7 @@ def test_playout_discard_removes_only_that_segment() -> None:
 
 
 async def test_playout_back_pressure() -> None:
-    rig = playout_rig(max_ahead=4)
+    rig = PlayoutRig(max_ahead=4)
     await asyncio.wait_for(rig.playout.wait_for_space(), 1)  # empty: room at once
     rig.playout.push(frames_of("a", [1, 2, 3]))
     await asyncio.wait_for(rig.playout.wait_for_space(), 1)  # 3 < 4
@@ -464,7 +458,10 @@ class PlayerRig:
 
 
 def player_rig(
-    fmt: MediaFormat = MediaFormat.SLIN16, max_ahead: int = 150, **engine_args: object
+    fmt: MediaFormat = MediaFormat.SLIN16,
+    max_ahead: int = 150,
+    gates: dict[str, asyncio.Event] | None = None,
+    fail_on: str | None = None,
 ) -> PlayerRig:
     events: list[PlayoutEvent] = []
     packets: list[bytes] = []
@@ -477,7 +474,7 @@ def player_rig(
             holder[0].notify_finished(event.segment_id)
 
     playout = Playout(fmt, packets.append, on_event, time.monotonic, max_ahead_frames=max_ahead)
-    engine = FakeEngine(playout, **engine_args)  # type: ignore[arg-type]
+    engine = FakeEngine(playout, gates, fail_on)
     player = Player(engine, Voice("fake", "en"), playout, problems.append)
     holder.append(player)
     return PlayerRig(engine, playout, player, packets, events, problems)

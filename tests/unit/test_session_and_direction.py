@@ -26,9 +26,10 @@ def test_lifecycle_initiating_active_stopped() -> None:
     assert state.status is Status.INITIATING
     assert state.speaking.tm_update == state.speaking.tm_create
     assert state.activate()
-    assert state.status is Status.ACTIVE
+    assert state.speaking.status == Status.ACTIVE.value
     assert state.stop(StopReason.HANGUP)
-    assert state.status is Status.STOPPED and state.stop_reason is StopReason.HANGUP
+    assert state.speaking.status == Status.STOPPED.value
+    assert state.stop_reason is StopReason.HANGUP
     assert not state.activate()  # stopped is final
 
 

@@ -39,8 +39,12 @@ def test_abbreviations_and_numbers_do_not_split() -> None:
 
 
 def test_cjk_and_korean_sentences() -> None:
-    assert split_sentences("你好。我很好！谢谢") == ["你好。", "我很好！", "谢谢"]
-    assert split_sentences("안녕하세요. 반갑습니다! 좋아요") == ["안녕하세요.", "반갑습니다!", "좋아요"]
+    assert split_sentences("你好。我很好！谢谢") == ["你好。", "我很好！", "谢谢"]  # noqa: RUF001
+    assert split_sentences("안녕하세요. 반갑습니다! 좋아요") == [
+        "안녕하세요.",
+        "반갑습니다!",
+        "좋아요",
+    ]
 
 
 def test_run_on_text_is_capped_without_losing_words() -> None:
@@ -84,7 +88,9 @@ def test_bad_create_says_what_is_wrong(change: dict[str, str], fragment: str) ->
     assert fragment in info.value.message
 
 
-@pytest.mark.parametrize("tag", ["en", "en-US", "ko-KR", "zh-Hant-TW", "sr-Latn-RS", "es-419", "de-CH-1996"])
+@pytest.mark.parametrize(
+    "tag", ["en", "en-US", "ko-KR", "zh-Hant-TW", "sr-Latn-RS", "es-419", "de-CH-1996"]
+)
 def test_valid_bcp47(tag: str) -> None:
     assert isinstance(parse_command({**CREATE, "language": tag}), Create)
 

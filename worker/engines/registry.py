@@ -8,7 +8,6 @@ from worker.engines.base import Engine, UnsupportedVoice, Voice
 from worker.errors import invalid
 from worker.model import Provider
 
-
 log = logging.getLogger(__name__)
 
 

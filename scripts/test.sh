@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's tests, in one command (the README's, and what CI runs): installs what is
+# missing, then runs lint, types and the whole suite against a real Asterisk, Redis and
+# SIPp (started by the tests themselves, stopped at the end). Extra arguments go to pytest.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+scripts/setup.sh
+.venv/bin/ruff check worker tests bench scripts
+.venv/bin/ruff format --check worker tests bench scripts
+.venv/bin/mypy
+set +e
+.venv/bin/pytest "$@"
+code=$?
+set -e
+if [[ $code == 5 ]]; then
+    echo "pytest collected no tests" >&2
+fi
+exit $code
