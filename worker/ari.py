@@ -142,6 +142,28 @@ class AriClient:
         )
         return result
 
+    async def external_media_websocket(self, channel_id: str, fmt: str) -> Json:
+        """chan_websocket external media, Asterisk acting as the websocket server."""
+        result: Json = await self.request(
+            "POST",
+            "/channels/externalMedia",
+            app=self.app,
+            channelId=channel_id,
+            external_host="INCOMING",
+            transport="websocket",
+            encapsulation="none",
+            connection_type="server",
+            format=fmt,
+            direction="both",
+        )
+        return result
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The authenticated HTTP session (also used for media websockets)."""
+        assert self._http is not None, "start() first"
+        return self._http
+
     async def create_bridge(self, bridge_id: str, name: str) -> Json:
         result: Json = await self.request(
             "POST", "/bridges", type="mixing", bridgeId=bridge_id, name=name

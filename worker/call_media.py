@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from worker.ari import AriClient, AriError
 from worker.direction import Whisper
 from worker.media_format import MediaFormat
+from worker.media_websocket import MediaWebsocket
 from worker.rtp_socket import RtpSocket
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class CallMedia:
     session_prefix: str
     target_channel: str
     rtp: RtpSocket | None = None
+    media_ws: MediaWebsocket | None = None
     channels: list[str] = field(default_factory=list)
     bridge: str | None = None
     subscribed: bool = False
@@ -90,13 +92,22 @@ class CallMedia:
     def media_id(self) -> str:
         return f"{self.session_prefix}-media"
 
-    async def setup(self, whisper: Whisper, fmt: MediaFormat, rtp_host: str) -> None:
-        """Create snoop + external media + bridge. On failure, whatever exists is left
-        recorded in ``self`` for ``teardown`` (which the caller always runs)."""
+    @property
+    def send(self) -> Callable[[bytes], None]:
+        """Where the session's frames go: the RTP socket or the media websocket."""
+        if self.media_ws is not None:
+            return self.media_ws.send
+        assert self.rtp is not None
+        return self.rtp.send
+
+    async def setup(self, whisper: Whisper, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
+        """Create snoop + external media + bridge; returns the format actually used.
+        slin16 goes over a media websocket (RTP external media cannot receive it); if
+        this Asterisk has no chan_websocket, the session falls back to mu-law over RTP.
+        On failure, whatever exists is left recorded in ``self`` for ``teardown``
+        (which the caller always runs)."""
         await self.ari.subscribe(f"channel:{self.target_channel}")
         self.subscribed = True
-        self.rtp = await RtpSocket.open(rtp_host)
-
         waiters = self.waiters
         snoop_in = waiters.expect("StasisStart", self.snoop_id)
         media_in = waiters.expect("StasisStart", self.media_id)
@@ -104,22 +115,45 @@ class CallMedia:
             self.channels.append(self.snoop_id)
             await self.ari.snoop(self.target_channel, self.snoop_id, whisper.value)
             self.channels.append(self.media_id)
-            reply = await self.ari.external_media(
-                self.media_id, f"{self.rtp.local_host}:{self.rtp.local_port}", fmt.asterisk_name
-            )
-            variables = reply.get("channelvars", {})
-            self.rtp.remote = (
-                variables["UNICASTRTP_LOCAL_ADDRESS"],
-                int(variables["UNICASTRTP_LOCAL_PORT"]),
-            )
+            if fmt is MediaFormat.SLIN16:
+                try:
+                    await self._websocket_media(fmt)
+                except AriError as exc:
+                    log.warning(
+                        "no media websocket, using mu-law over RTP", extra={"error": str(exc)}
+                    )
+                    fmt = MediaFormat.ULAW
+            if fmt is not MediaFormat.SLIN16:
+                await self._rtp_media(fmt, rtp_host)
             self.bridge = self.session_prefix
             await self.ari.create_bridge(self.bridge, name=self.session_prefix)
             async with asyncio.timeout(SETUP_TIMEOUT_S):
                 await asyncio.gather(snoop_in, media_in)
+                if self.media_ws is not None:
+                    await self.media_ws.wait_started()
             await self.ari.add_to_bridge(self.bridge, self.snoop_id, self.media_id)
+            return fmt
         finally:
             waiters.forget("StasisStart", self.snoop_id)
             waiters.forget("StasisStart", self.media_id)
+
+    async def _rtp_media(self, fmt: MediaFormat, rtp_host: str) -> None:
+        self.rtp = await RtpSocket.open(rtp_host)
+        reply = await self.ari.external_media(
+            self.media_id, f"{self.rtp.local_host}:{self.rtp.local_port}", fmt.asterisk_name
+        )
+        variables = reply.get("channelvars", {})
+        self.rtp.remote = (
+            variables["UNICASTRTP_LOCAL_ADDRESS"],
+            int(variables["UNICASTRTP_LOCAL_PORT"]),
+        )
+
+    async def _websocket_media(self, fmt: MediaFormat) -> None:
+        reply = await self.ari.external_media_websocket(self.media_id, fmt.asterisk_name)
+        connection_id = reply.get("channelvars", {})["MEDIA_WEBSOCKET_CONNECTION_ID"]
+        self.media_ws = await MediaWebsocket.connect(
+            self.ari.http, self.ari.base_url, connection_id
+        )
 
     async def teardown(self) -> None:
         """Remove every resource; safe to call twice and after a partial setup."""
@@ -136,6 +170,9 @@ class CallMedia:
         if self.rtp is not None:
             self.rtp.close()
             self.rtp = None
+        if self.media_ws is not None:
+            await self.media_ws.close()
+            self.media_ws = None
 
 
 def session_of(resource_id: str) -> str | None:

@@ -24,6 +24,8 @@ class Settings:
     metrics_port: int = 9464
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    #: Serve wideband calls slin16 over chan_websocket ("1"); "0" sends mu-law over RTP.
+    wideband_websocket: bool = True
     #: Prefer the fast espeak-ng voice over piper for the offline provider's default.
     offline_default_voice: str = "en_US-joe-medium"
 
@@ -34,7 +36,12 @@ class Settings:
         for name, f in cls.__dataclass_fields__.items():
             value = env.get(f"SPEAKING_{name.upper()}")
             if value is not None:
-                kwargs[name] = int(value) if f.type == "int" else value
+                if f.type == "int":
+                    kwargs[name] = int(value)
+                elif f.type == "bool":
+                    kwargs[name] = value.strip().lower() in ("1", "true", "yes", "on")
+                else:
+                    kwargs[name] = value
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def redacted(self) -> dict[str, object]:

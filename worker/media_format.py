@@ -8,8 +8,10 @@ mu-law at 8 kHz, which every call can take.
 Why the transport matters (measured on Asterisk 22.10, see docs/media.md): an
 external-media channel over RTP (``UnicastRTP``) gets no receive payload mapping,
 so Asterisk only decodes static payload types (0-34). slin16's type is dynamic
-(118): Asterisk *sends* it but silently drops it on receive. Over RTP the worker
-therefore sends mu-law, which Asterisk upsamples into a wideband call.
+(118): Asterisk *sends* it but silently drops it on receive. Wideband calls are
+therefore served over chan_websocket (Asterisk >= 20.16/21.11/22.6), which carries
+slin16 as is; where that is unavailable the worker sends mu-law over RTP, which
+Asterisk upsamples into the wideband call.
 """
 
 from __future__ import annotations
@@ -42,10 +44,18 @@ class MediaFormat(enum.Enum):
         return self.rate * FRAME_MS // 1000
 
     def encode(self, frame: npt.NDArray[np.int16]) -> bytes:
-        """Encode one frame of int16 samples as the RTP payload of this format."""
+        """Encode one frame of int16 samples as the RTP payload of this format
+        (L16 on RTP is big-endian, RFC 3551)."""
         if self is MediaFormat.ULAW:
             return ulaw_encode(frame)
         return frame.astype(">i2").tobytes()
+
+    def encode_raw(self, frame: npt.NDArray[np.int16]) -> bytes:
+        """Encode one frame as Asterisk's own format: signed linear is little-endian
+        (host order) on chan_websocket, unlike on RTP."""
+        if self is MediaFormat.ULAW:
+            return ulaw_encode(frame)
+        return frame.astype("<i2").tobytes()
 
 
 _WIDEBAND = re.compile(

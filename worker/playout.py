@@ -56,13 +56,15 @@ class Playout:
         on_event: Callable[[PlayoutEvent], None],
         clock: Callable[[], float],
         max_ahead_frames: int = 150,
+        rtp: bool = True,
     ) -> None:
         self.fmt = fmt
         self._send = send
         self._on_event = on_event
         self._clock = clock
         self._frames: deque[Frame] = deque()
-        self._rtp = RtpPacketizer(fmt.payload_type, fmt.samples_per_frame)
+        # RTP transports get RTP packets; a media websocket takes bare payloads.
+        self._rtp = RtpPacketizer(fmt.payload_type, fmt.samples_per_frame) if rtp else None
         self._max_ahead = max_ahead_frames
         self._space = asyncio.Event()
         self._space.set()
@@ -92,12 +94,16 @@ class Playout:
 
     def tick(self) -> None:
         if not self._frames:
-            self._rtp.tick_silent()
+            if self._rtp is not None:
+                self._rtp.tick_silent()
             return
         frame = self._frames.popleft()
         if len(self._frames) < self._max_ahead:
             self._space.set()
-        self._send(self._rtp.packet(self.fmt.encode(frame.samples)))
+        if self._rtp is not None:
+            self._send(self._rtp.packet(self.fmt.encode(frame.samples)))
+        else:
+            self._send(self.fmt.encode_raw(frame.samples))
         self.frames_sent += 1
         now = self._clock()
         if frame.first:

@@ -141,9 +141,10 @@ class SessionRunner:
             native = await self.worker.ari.get_variable(
                 create.reference_id, "CHANNEL(audionativeformat)"
             )
-            # RTP external media cannot receive slin16 (see media_format.py).
-            fmt = media_format_for(native or "", transport_carries_slin16=False)
-            await asyncio.gather(
+            fmt = media_format_for(
+                native or "", transport_carries_slin16=self.worker.settings.wideband_websocket
+            )
+            fmt, _ = await asyncio.gather(
                 self.media.setup(
                     whisper_for(create.direction),
                     fmt,
@@ -161,8 +162,9 @@ class SessionRunner:
             return False
         if not self.state.activate():
             return False
-        assert self.media.rtp is not None
-        self.playout = Playout(fmt, self.media.rtp.send, self._on_playout, time.monotonic)
+        self.playout = Playout(
+            fmt, self.media.send, self._on_playout, time.monotonic, rtp=self.media.rtp is not None
+        )
         self.player = Player(engine, voice, self.playout, self._on_segment_problem)
         self.player.start()
         self.worker.pacer.add(self.playout)

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.e2e.conftest import CallFactory, create_fields
@@ -77,15 +78,14 @@ async def test_direction_reaches_exactly_the_right_party(
     assert (loud["callee"] == 0) is not callee_hears, loud
 
 
-async def test_wideband_call_is_served(client: SpeakingClient, call: CallFactory) -> None:
-    """A 16 kHz (L16) call: over RTP external media the worker sends mu-law (Asterisk
-    drops dynamic payload types such as slin16's on receive), which Asterisk upsamples:
-    the caller hears it in its own 16 kHz codec, the callee nothing."""
+async def test_wideband_call_gets_slin16(client: SpeakingClient, call: CallFactory) -> None:
+    """A 16 kHz (L16) call gets slin16 from the worker, over a media websocket (RTP
+    external media cannot receive slin16); the caller hears it, the callee nothing."""
     async with call(codec="slin16") as c:
         speaking_id = str(uuid.uuid4())
         assert (await client.send("create", speaking_id, **create_fields(c, direction="in")))["ok"]
         started = await client.wait_event(speaking_id, "speaking_started")
-        assert started["media_format"] == "ulaw"
+        assert started["media_format"] == "slin16"
         segment = await say(client, speaking_id, "Wideband audio at sixteen kilohertz.")
         await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
         await stop(client, speaking_id)
@@ -93,6 +93,23 @@ async def test_wideband_call_is_served(client: SpeakingClient, call: CallFactory
     assert {p.payload_type for p in caller} == {118} and {len(p.payload) for p in caller} == {640}
     assert count_loud(caller) > 40
     assert count_loud(c.received("callee")) == 0
+
+
+async def test_wideband_audio_keeps_its_high_band(
+    client: SpeakingClient, call: CallFactory
+) -> None:
+    """Proof the 16 kHz path is really wideband end to end: the caller receives speech
+    energy above 4 kHz, which no 8 kHz path (mu-law) can carry."""
+    async with call(codec="slin16") as c:
+        speaking_id = await start_session(client, c, direction="in")
+        segment = await say(client, speaking_id, "Sixteen thousand samples, sharp sibilants.")
+        await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
+        await stop(client, speaking_id)
+    loud = [p.samples.astype(float) for p in c.received("caller") if count_loud([p])]
+    spectrum = np.abs(np.fft.rfft(np.concatenate(loud))) ** 2
+    freqs = np.fft.rfftfreq(sum(len(x) for x in loud), 1 / 16000)
+    high_share = spectrum[freqs > 4200].sum() / spectrum.sum()
+    assert high_share > 0.01, high_share
 
 
 async def test_hangup_stops_the_session_by_itself(

@@ -1,0 +1,68 @@
+"""Audio to Asterisk over chan_websocket (``externalMedia`` with ``transport=websocket``).
+
+Used for wideband calls: unlike RTP external media it carries slin16 (see
+media_format.py). Asterisk is the websocket server; we connect to
+``/media/<connection id>`` with the ``media`` subprotocol, wait for ``MEDIA_START``
+(adding the channel to a bridge before that fails with 422), then send one binary
+message per 20 ms frame, paced by the shared clock like RTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+class MediaWebsocket:
+    """One media websocket. ``send`` never awaits: frames go through a queue to one
+    writer task per session, so the clock tick stays synchronous."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._started = asyncio.Event()
+        self._reader = asyncio.create_task(self._read(), name="media-ws-read")
+        self._writer = asyncio.create_task(self._write(), name="media-ws-write")
+        self.sent = 0
+
+    @classmethod
+    async def connect(
+        cls, http: aiohttp.ClientSession, ari_url: str, connection_id: str
+    ) -> MediaWebsocket:
+        base = ari_url.rstrip("/").removesuffix("/ari").replace("http", "ws", 1)
+        ws = await http.ws_connect(f"{base}/media/{connection_id}", protocols=("media",))
+        return cls(ws)
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    def send(self, payload: bytes) -> None:
+        if not self._ws.closed:
+            self._queue.put_nowait(payload)
+
+    async def _read(self) -> None:
+        async for msg in self._ws:
+            if msg.type is aiohttp.WSMsgType.TEXT and msg.data.startswith("MEDIA_START"):
+                self._started.set()
+
+    async def _write(self) -> None:
+        while True:
+            payload = await self._queue.get()
+            try:
+                await self._ws.send_bytes(payload)
+                self.sent += 1
+            except (ConnectionError, RuntimeError) as exc:
+                log.warning("media websocket send failed", extra={"error": str(exc)})
+                return
+
+    async def close(self) -> None:
+        for task in (self._writer, self._reader):
+            task.cancel()
+        await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._ws.close()
