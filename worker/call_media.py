@@ -51,9 +51,13 @@ class ChannelWaiters:
     async def hang_up_all(self, ari: AriClient, channel_ids: list[str]) -> None:
         """Hang up channels and wait until Asterisk has destroyed them (hangup is
         asynchronous in Asterisk: a 204 only means the hangup was requested)."""
+        # StasisEnd comes while the channel still exists; only ChannelDestroyed means it is
+        # gone, and Asterisk sends it only to apps subscribed to the channel explicitly.
         gone = [self.expect("ChannelDestroyed", c) for c in channel_ids]
         try:
             for channel_id, future in zip(channel_ids, gone, strict=True):
+                with contextlib.suppress(AriError, OSError):  # already gone, or Asterisk is
+                    await ari.subscribe(f"channel:{channel_id}")
                 try:
                     existed = await ari.hangup(channel_id)
                 except (AriError, OSError) as exc:
@@ -68,6 +72,7 @@ class ChannelWaiters:
         finally:
             for channel_id in channel_ids:
                 self.forget("ChannelDestroyed", channel_id)
+                await ari.unsubscribe(f"channel:{channel_id}")
 
 
 @dataclass

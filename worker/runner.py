@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
+
+from worker.ari import AriError
 from worker.call_media import RESOURCE_PREFIX, CallMedia
 from worker.commands import AnyCommand, Create, Delete, Flush, Say, Stop
 from worker.direction import whisper_for
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
     from worker.worker import Worker
 
 log = logging.getLogger(__name__)
+
+#: How long a create waits for the ARI events connection to come back.
+ARI_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,9 @@ class SessionRunner:
         except CommandError as exc:
             await self.worker.reply_error(first.entry_id, create.command_id, exc)
             return False
+        except (AriError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self.worker.reply_error(first.entry_id, create.command_id, _unavailable(exc))
+            return False
         self.state.speaking.voice_id = voice.voice_id
         await self.worker.store.save(self.state.speaking)
         await self.worker.reply_ok(first.entry_id, create.command_id, self.state.speaking)
@@ -181,6 +190,15 @@ class SessionRunner:
         return True
 
     async def _check_call(self) -> None:
+        # Without the events websocket the app is not registered in Asterisk (after an
+        # Asterisk restart, until the reconnect): give it a moment, then refuse clearly.
+        try:
+            async with asyncio.timeout(ARI_WAIT_S):
+                await self.worker.ari.connected.wait()
+        except TimeoutError:
+            raise CommandError(
+                ErrorCode.UNAVAILABLE, "Asterisk is not reachable from the worker; try again"
+            ) from None
         channel = await self.worker.ari.get_channel(self.create.reference_id)
         if channel is None:
             raise CommandError(
@@ -233,6 +251,10 @@ class SessionRunner:
         except CommandError as exc:
             await self.worker.reply_error(inbound.entry_id, command.command_id, exc)
             return
+        except Exception as exc:  # every command is answered, whatever went wrong
+            log.exception("command failed", extra={"speaking_id": self.speaking_id})
+            await self.worker.reply_error(inbound.entry_id, command.command_id, _unavailable(exc))
+            return
         await self.worker.reply_ok(
             inbound.entry_id, command.command_id, self.state.speaking, **extra
         )
@@ -274,3 +296,9 @@ class SessionRunner:
                 kind, self.speaking_id, {"segment_id": problem.segment_id, "reason": problem.reason}
             )
         )
+
+
+def _unavailable(exc: BaseException) -> CommandError:
+    return CommandError(
+        ErrorCode.UNAVAILABLE, f"the worker could not complete the command ({type(exc).__name__})"
+    )

@@ -111,6 +111,7 @@ async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Work
     code = await process.stop()
     assert code == 0, "worker did not exit cleanly on SIGTERM:\n" + "".join(process.lines[-30:])
     assert not process.errors(), "worker logged errors:\n" + "".join(process.errors())
+    assert not any(ARI_AUTH[1] in line for line in process.lines), "a secret reached the logs"
 
 
 @pytest.fixture(scope="session")

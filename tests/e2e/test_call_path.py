@@ -154,9 +154,11 @@ async def test_flush_silences_at_once_and_later_text_plays(
         await stop(client, speaking_id)
     caller = c.received("caller")
     assert count_loud(caller, end=flush_sent) > 30
-    # Nothing loud between the flush and the next say's audio: allow one frame in flight
-    # plus loopback delivery.
-    assert count_loud(caller, start=flush_done + 0.045, end=restart) == 0
+    # Nothing loud between the flush and the next say's audio. The worker sends nothing
+    # from the next tick on (tests/unit/test_playback.py); frames already sent may still
+    # sit in Asterisk's whisper path (measured at the party: p95 40 ms, max 82 ms after
+    # the flush was sent, bench/latency.py), hence the 100 ms allowance.
+    assert count_loud(caller, start=flush_done + 0.1, end=restart) == 0
     assert count_loud(caller, start=restart) > 10
 
 

@@ -4,13 +4,16 @@ the dead sessions stopped (reason worker_lost) and sweeps what was left."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import INSTANCE, ROOT
 from tests.e2e.conftest import CallFactory, WorkerProcess, our_leftovers
 from tests.e2e.test_call_path import LONG, say, start_session
 from tests.telephony.ari import Ari
@@ -61,3 +64,36 @@ async def test_restart_after_a_crash_sweeps_what_the_dead_worker_left(
         assert (await client.send("stop", again))["ok"]
         assert await restarted.stop() == 0
     assert not restarted.errors()
+
+
+async def test_asterisk_restart_stops_sessions_and_the_worker_reconnects(
+    redis: Redis, call: CallFactory, ari: Ari, tmp_path: Path
+) -> None:
+    """Asterisk goes away under a live session: the worker's events websocket reconnects
+    with backoff, it notices the call is gone, stops the session (reason hangup), and
+    serves new calls on the restarted Asterisk."""
+    worker = WorkerProcess(f"restart-{uuid.uuid4().hex[:8]}", tmp_path / "worker.log")
+    await worker.start()
+    client = SpeakingClient(redis, worker.worker_id)
+    try:
+        async with call() as c:
+            speaking_id = await start_session(client, c)
+            await asyncio.to_thread(_asterisk, "stop")
+            await asyncio.to_thread(_asterisk, "start")
+            stopped = await client.wait_event(speaking_id, "speaking_stopped", timeout_s=30)
+        assert stopped["reason"] == "hangup"
+        async with call() as c:
+            again = await start_session(client, c)
+            assert (await client.send("stop", again))["ok"]
+    finally:
+        assert await worker.stop() == 0
+    assert any('"ari events connected"' in line for line in worker.lines[5:])
+
+
+def _asterisk(action: str) -> None:
+    subprocess.run(
+        [str(ROOT / "scripts/asterisk.sh"), action, str(INSTANCE)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
