@@ -10,8 +10,9 @@
 #   scripts/asterisk.sh stop [N]    stop instance N, unmount, leave no process behind
 #   scripts/asterisk.sh status [N]
 #
-# Instance N listens with ARI on 127.0.0.1:(8088+N) and SIP on 127.0.0.1:(5060+N*100):
-# several instances can run side by side from copies of the same cached root.
+# Instance N listens with ARI on 127.0.0.1:(8088+N) and SIP on 127.0.0.1:(5060+N*100).
+# Several instances run side by side from the same cached root: each has its own
+# configuration (/etc/asterisk-N) and state directories (/var/*/asterisk-N) inside it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,11 +46,9 @@ provision() {
 
 instance_dir() { echo "${SPEAKING_RUN_DIR:-/var/run/speaking}/asterisk-$1"; }
 
-# Each instance gets its own overlay of /etc/asterisk and /var/* so two can run at once.
-root_for() {
-    local n="$1"
-    if [[ "$n" == 0 ]]; then echo "$cache"; else echo "$(instance_dir "$n")/root"; fi
-}
+# Inside the root: instance 0 uses Debian's standard paths, instance N its own.
+suffix() { if [[ "$1" == 0 ]]; then echo ""; else echo "-$1"; fi; }
+conf_of() { echo "/etc/asterisk$(suffix "$1")/asterisk.conf"; }
 
 render_config() {
     local n="$1" dest="$2"
@@ -62,6 +61,11 @@ render_config() {
             -e "s/@ARI_USER@/$ari_user/g" -e "s/@ARI_PASSWORD@/$ari_password/g" \
             "$f" > "$dest/$(basename "$f")"
     done
+    if [[ "$n" != 0 ]]; then
+        local sfx; sfx="$(suffix "$n")"
+        printf '[directories]\nastetcdir => /etc/asterisk%s\nastrundir => /var/run/asterisk%s\nastlogdir => /var/log/asterisk%s\nastspooldir => /var/spool/asterisk%s\nastdbdir => /var/lib/asterisk%s\n' \
+            "$sfx" "$sfx" "$sfx" "$sfx" "$sfx" >> "$dest/asterisk.conf"
+    fi
 }
 
 mount_root() {
@@ -70,10 +74,14 @@ mount_root() {
     mountpoint -q "$root/dev" || mount --bind /dev "$root/dev"
 }
 
-unmount_root() {
-    local root="$1"
-    mountpoint -q "$root/proc" && umount "$root/proc" || true
-    mountpoint -q "$root/dev" && umount "$root/dev" || true
+# The root's /proc and /dev are shared by all instances: unmount with the last one.
+unmount_root_if_unused() {
+    local root="$1" pidfile
+    for pidfile in "${SPEAKING_RUN_DIR:-/var/run/speaking}"/asterisk-*/pid; do
+        [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null && return 0
+    done
+    if mountpoint -q "$root/proc"; then umount "$root/proc"; fi
+    if mountpoint -q "$root/dev"; then umount "$root/dev"; fi
 }
 
 ari_up() {
@@ -85,27 +93,23 @@ ari_up() {
 start() {
     local n="${1:-0}"
     provision
-    local dir root
+    local dir root="$cache" sfx
     dir="$(instance_dir "$n")"
+    sfx="$(suffix "$n")"
     mkdir -p "$dir"
     if ari_up "$n"; then log "instance $n already answering on ARI"; return; fi
-    root="$(root_for "$n")"
-    if [[ "$n" != 0 && ! -d "$root/usr" ]]; then
-        log "copying the cached root for instance $n"
-        cp -a "$cache" "$root.partial" && mv "$root.partial" "$root"
-    fi
-    render_config "$n" "$root/etc/asterisk"
+    render_config "$n" "$root/etc/asterisk$sfx"
     for d in /var/lib/asterisk /var/spool/asterisk /var/run/asterisk /var/log/asterisk; do
-        mkdir -p "$root$d"
+        mkdir -p "$root$d$sfx"
     done
-    rm -f "$root/var/run/asterisk/asterisk.ctl" "$root/var/run/asterisk/asterisk.pid"
+    rm -f "$root/var/run/asterisk$sfx/asterisk.ctl" "$root/var/run/asterisk$sfx/asterisk.pid"
     # Without the host's name in the root's /etc/hosts, Asterisk's address lookups try DNS
     # (which this sandbox does not have) on every call.
     printf '127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n' "$(hostname)" > "$root/etc/hosts"
     mount_root "$root"
     log "starting instance $n (ARI 127.0.0.1:$((8088 + n)), SIP 127.0.0.1:$((5060 + n * 100)))"
     # -f: foreground (so we own the process), -n: no colour. setsid detaches it from our job.
-    setsid chroot "$root" /usr/sbin/asterisk -f -n \
+    setsid chroot "$root" /usr/sbin/asterisk -C "$(conf_of "$n")" -f -n \
         > "$dir/console.log" 2>&1 < /dev/null &
     echo $! > "$dir/pid"
     for _ in $(seq 1 300); do
@@ -119,18 +123,18 @@ start() {
 }
 
 stop() {
-    local n="${1:-0}" dir root pid
+    local n="${1:-0}" dir root="$cache" pid
     dir="$(instance_dir "$n")"
-    root="$(root_for "$n")"
     [[ -d "$root" ]] || return 0
     if [[ -f "$dir/pid" ]] && pid="$(cat "$dir/pid")" && kill -0 "$pid" 2>/dev/null; then
         log "stopping instance $n"
-        chroot "$root" /usr/sbin/asterisk -rx "core stop now" >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+        chroot "$root" /usr/sbin/asterisk -C "$(conf_of "$n")" -rx "core stop now" >/dev/null 2>&1 \
+            || kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$dir/pid"
-    unmount_root "$root"
+    unmount_root_if_unused "$root"
 }
 
 status() {
