@@ -41,6 +41,7 @@ class CommandType(enum.StrEnum):
     FLUSH = "flush"
     STOP = "stop"
     DELETE = "delete"
+    LOCATE = "locate"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,15 @@ class Delete(Command):
     pass
 
 
-AnyCommand = Create | Say | Flush | Stop | Delete
+@dataclass(frozen=True)
+class Locate(Command):
+    """Does this worker's Asterisk hold the call? Read-only: used to route a create."""
+
+    reference_type: ReferenceType
+    reference_id: str
+
+
+AnyCommand = Create | Say | Flush | Stop | Delete | Locate
 
 
 def is_bcp47(tag: str) -> bool:
@@ -121,6 +130,15 @@ def parse_command(fields: dict[str, str]) -> AnyCommand:
             return Stop(command_id, speaking_id)
         case CommandType.DELETE:
             return Delete(command_id, speaking_id)
+        case CommandType.LOCATE:
+            return Locate(
+                command_id,
+                speaking_id,
+                ReferenceType(
+                    _enum(ReferenceType, "reference_type", fields.get("reference_type", ""))
+                ),
+                _reference_id(fields),
+            )
 
 
 def validate_text(text: str | None) -> str:
@@ -135,13 +153,7 @@ def validate_text(text: str | None) -> str:
     return text
 
 
-def _parse_create(fields: dict[str, str], command_id: str, speaking_id: str) -> Create:
-    reference_type = fields.get("reference_type", "")
-    if not reference_type:
-        raise invalid(
-            "reference_type is missing; it must be call or confbridge", ["call", "confbridge"]
-        )
-    _enum(ReferenceType, "reference_type", reference_type)
+def _reference_id(fields: dict[str, str]) -> str:
     reference_id = fields.get("reference_id", "")
     if not reference_id:
         raise invalid("reference_id is missing; it must be the id of a live call or conference")
@@ -150,6 +162,17 @@ def _parse_create(fields: dict[str, str], command_id: str, speaking_id: str) -> 
             f"reference_id is malformed; it must be at most {MAX_REFERENCE_ID_CHARS} characters "
             "without spaces, '/', '?' or '#'"
         )
+    return reference_id
+
+
+def _parse_create(fields: dict[str, str], command_id: str, speaking_id: str) -> Create:
+    reference_type = fields.get("reference_type", "")
+    if not reference_type:
+        raise invalid(
+            "reference_type is missing; it must be call or confbridge", ["call", "confbridge"]
+        )
+    _enum(ReferenceType, "reference_type", reference_type)
+    reference_id = _reference_id(fields)
     language = fields.get("language", "")
     if not is_bcp47(language):
         raise invalid(

@@ -24,6 +24,9 @@ class Settings:
     metrics_port: int = 9464
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    #: Channel variable naming the customer who owns a call (set by whoever created the
+    #: call, e.g. the dialplan); "" disables reading it.
+    owner_variable: str = "SPEAKING_CUSTOMER_ID"
     #: Serve wideband calls slin16 over chan_websocket ("1"); "0" sends mu-law over RTP.
     wideband_websocket: bool = True
     #: Prefer the fast espeak-ng voice over piper for the offline provider's default.

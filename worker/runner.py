@@ -141,8 +141,9 @@ class SessionRunner:
         except (AriError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self.worker.reply_error(first.entry_id, create.command_id, _unavailable(exc))
             return False
-        self.state.speaking.voice_id = voice.voice_id
-        await self.worker.store.save(self.state.speaking)
+        # voice_id stays as asked ("" = the provider's default, as the public document
+        # shows); the voice actually used is recorded beside it.
+        await self.worker.store.save(self.state.speaking, voice=voice.voice_id)
         await self.worker.reply_ok(first.entry_id, create.command_id, self.state.speaking)
 
         started = time.monotonic()

@@ -167,6 +167,9 @@ class Store:
             pipe.expire(self.keys.session_events(event.speaking_id), STOPPED_SESSION_TTL_S)
             await pipe.execute()
 
+    async def unregister(self) -> None:
+        await self.redis.hdel(self.keys.workers(), self.worker_id)
+
     async def heartbeat(self, info: dict[str, Any]) -> None:
         body = json.dumps({**info, "worker_id": self.worker_id, "seen": time.time()})
         await self.redis.hset(self.keys.workers(), self.worker_id, body)

@@ -19,7 +19,7 @@ from typing import Any
 
 from worker.ari import AriClient
 from worker.call_media import ChannelWaiters, sweep_leftovers
-from worker.commands import Create, Delete, Flush, Say, Stop, parse_command
+from worker.commands import Create, Delete, Flush, Locate, Say, Stop, parse_command
 from worker.config import Settings
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict
@@ -99,6 +99,8 @@ class Worker:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.store.unregister()  # after the heartbeat task, which would re-add it
         await self.pacer.stop()
         await self.ari.close()
         log.info("worker stopped", extra={"worker_id": self.store.worker_id})
@@ -173,6 +175,9 @@ class Worker:
                 )
                 await self.store.ack(entry_id)
             return
+        if isinstance(command, Locate):
+            await self._locate(entry_id, command)
+            return
         previous = await self.store.result_of(command.command_id)
         if previous is not None:  # a replay: answer again, change nothing
             await self.store.finish_command(command.command_id, previous, entry_id)
@@ -242,6 +247,26 @@ class Worker:
             return
         await self.reply_ok(entry_id, command.command_id, speaking)
 
+    async def _locate(self, entry_id: str, command: Locate) -> None:
+        """Answer whether this Asterisk holds the call, its state, and who owns it
+        (the channel variable ``owner_variable``, set by whoever created the call)."""
+        channel = await self.ari.get_channel(command.reference_id)
+        owner = ""
+        if channel is not None and self.settings.owner_variable:
+            owner = (
+                await self.ari.get_variable(command.reference_id, self.settings.owner_variable)
+                or ""
+            )
+        body = {
+            "ok": True,
+            "command_id": command.command_id,
+            "found": channel is not None,
+            "state": str(channel.get("state", "")) if channel else "",
+            "owner": owner,
+            "providers": self.engines.configured,
+        }
+        await self.store.finish_command(command.command_id, body, entry_id)
+
     async def reply_ok(
         self, entry_id: str, command_id: str, speaking: Speaking, **extra: object
     ) -> None:
@@ -302,7 +327,11 @@ class Worker:
                 self.metrics.set("speaking_pacer_resyncs", self.pacer.schedule.resyncs)
             with contextlib.suppress(ConnectionError, OSError):
                 await self.store.heartbeat(
-                    {"ari_url": self.settings.ari_url, "sessions": len(self.runners)}
+                    {
+                        "ari_url": self.settings.ari_url,
+                        "sessions": len(self.runners),
+                        "providers": self.engines.configured,
+                    }
                 )
             await asyncio.sleep(5)
 

@@ -128,9 +128,9 @@ def client(redis: Redis, worker: WorkerProcess) -> SpeakingClient:
 
 @pytest.fixture
 async def ari() -> AsyncIterator[Ari]:
-    api = Ari(ARI_URL, ARI_AUTH)
-    yield api
-    await api.close()
+    client = Ari(ARI_URL, ARI_AUTH)
+    yield client
+    await client.close()
 
 
 async def our_leftovers(ari: Ari) -> list[str]:
@@ -148,17 +148,17 @@ async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     if request.node.get_closest_marker("e2e") is None:
         return
-    api = Ari(ARI_URL, ARI_AUTH)
+    client = Ari(ARI_URL, ARI_AUTH)
     try:
-        left = await our_leftovers(api)
+        left = await our_leftovers(client)
         for _ in range(60):
             if not left:
                 break
             await asyncio.sleep(0.05)
-            left = await our_leftovers(api)
+            left = await our_leftovers(client)
         assert left == []
     finally:
-        await api.close()
+        await client.close()
 
 
 CallFactory = Callable[..., AbstractAsyncContextManager[TwoLegCall]]
@@ -190,3 +190,8 @@ def create_fields(call: TwoLegCall, **overrides: str) -> dict[str, str]:
         "voice_id": "espeak",
         "customer_id": "cust-1",
     } | overrides
+
+
+# The API tier's fixture lives beside its helpers; importing it here makes it visible to
+# every e2e test module.
+from tests.e2e.api_fixtures import api  # noqa: E402, F401

@@ -108,7 +108,7 @@ async def test_refused_commands_leave_the_session_as_it_was(
         empty = await client.send("say", speaking_id, text="  ")
         assert "text is empty" in empty["error"]["message"]
         unknown = await client.send("pause", speaking_id)
-        assert unknown["error"]["allowed"] == ["create", "say", "flush", "stop", "delete"]
+        assert unknown["error"]["allowed"] == ["create", "say", "flush", "stop", "delete", "locate"]
 
         assert await client.session(speaking_id) == before
         # The segment that was playing is unaffected: it still finishes.

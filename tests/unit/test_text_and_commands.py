@@ -65,7 +65,7 @@ def test_create_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"type": "dance"}, "type 'dance' is not one of create, say, flush, stop, delete"),
+        ({"type": "dance"}, "type 'dance' is not one of create, say, flush, stop, delete, locate"),
         ({"type": ""}, "type '' is not one of"),
         ({"command_id": ""}, "command_id is missing"),
         ({"speaking_id": "a/b"}, "speaking_id 'a/b' is malformed"),

@@ -1,0 +1,115 @@
+"""The API's aiohttp application: routes, authentication, error shape, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from worker.api.auth import KeyStore, presented_key
+from worker.api.events import stream_events
+from worker.api.problems import problem
+from worker.api.settings import ApiSettings
+from worker.api.speakings import Speakings
+from worker.metrics import Registry
+from worker.store import Keys
+
+log = logging.getLogger(__name__)
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+PUBLIC = {"/healthz", "/metrics", "/v1.0/openapi.json"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_app(settings: ApiSettings, redis: Redis) -> web.Application:
+    keys = Keys(settings.redis_prefix)
+    speakings = Speakings(settings, redis, keys)
+    key_store = KeyStore(redis, settings.redis_prefix)
+    metrics = Registry()
+    metrics.describe("speaking_api_requests_total", "counter", "Requests, by route and status")
+    metrics.describe(
+        "speaking_api_request_seconds",
+        "histogram",
+        "Request latency",
+        [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+    )
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        route = (
+            request.match_info.route.resource.canonical
+            if request.match_info.route.resource
+            else "?"
+        )
+        try:
+            if request.path not in PUBLIC:
+                key = presented_key(request)
+                customer = await key_store.customer_for(key) if key else None
+                if customer is None:
+                    response: web.StreamResponse = problem(
+                        401,
+                        "unauthenticated",
+                        "missing or unknown API key: pass ?token=, ?accesskey= or "
+                        "an Authorization: Bearer header",
+                    )
+                    return response
+                request["customer_id"] = customer
+            response = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
+            response = problem(exc.status, _code(exc.status), exc.reason)
+        except Exception:
+            log.exception("request failed", extra={"path": request.path, "method": request.method})
+            response = problem(500, "internal", "internal error; the request was not applied")
+        metrics.inc("speaking_api_requests_total", route=route, status=str(response.status))
+        metrics.observe("speaking_api_request_seconds", time.monotonic() - started)
+        # Never the query string: it may carry the key.
+        log.info(
+            "request",
+            extra={"method": request.method, "path": request.path, "status": response.status},
+        )
+        return response
+
+    async def healthz(_request: web.Request) -> web.Response:
+        workers = len(await speakings.directory.live())
+        return web.json_response(
+            {"status": "ok" if workers else "no workers", "workers": workers},
+            status=200 if workers else 503,
+        )
+
+    async def metrics_handler(_request: web.Request) -> web.Response:
+        return web.Response(text=metrics.render(), content_type="text/plain")
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(json.loads(OPENAPI.read_text()))
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await stream_events(speakings, request)
+
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app.add_routes(speakings.routes())
+    app.add_routes(
+        [
+            web.get("/v1.0/speakings/{id}/events", events),
+            web.get("/healthz", healthz),
+            web.get("/metrics", metrics_handler),
+            web.get("/v1.0/openapi.json", openapi),
+        ]
+    )
+    return app
+
+
+def _code(status: int) -> str:
+    return {
+        400: "invalid_argument",
+        401: "unauthenticated",
+        404: "not_found",
+        405: "invalid_argument",
+        409: "conflict",
+        413: "invalid_argument",
+    }.get(status, "internal")

@@ -1,0 +1,83 @@
+"""Which workers are alive, and which one's Asterisk holds a given call.
+
+Workers announce themselves every 5 s in ``speaking:workers``. To route a create the
+API asks every live worker at once (a ``locate`` command) and picks the one whose
+Asterisk has the channel: one round trip, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from worker.client import CommandTimeout, SpeakingClient
+from worker.store import Keys
+
+LOCATE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a call lives: the worker, the channel's state and its owner."""
+
+    worker_id: str
+    state: str
+    owner: str
+
+
+class WorkerDirectory:
+    """The live workers, read from their heartbeats."""
+
+    def __init__(self, redis: Redis, keys: Keys, stale_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._stale_s = stale_s
+
+    async def live(self) -> dict[str, dict[str, Any]]:
+        raw = await self._redis.hgetall(self._keys.workers())
+        now = time.time()
+        workers: dict[str, dict[str, Any]] = {}
+        for worker_id, body in raw.items():
+            info = json.loads(body)
+            if now - float(info.get("seen", 0)) <= self._stale_s:
+                workers[_s(worker_id)] = info
+        return workers
+
+    async def providers(self) -> list[str]:
+        """Providers configured on at least one live worker."""
+        found: set[str] = set()
+        for info in (await self.live()).values():
+            found.update(info.get("providers", []))
+        return sorted(found)
+
+    async def locate(self, reference_type: str, reference_id: str) -> Located | None:
+        workers = list(await self.live())
+        replies = await asyncio.gather(
+            *(self._ask(w, reference_type, reference_id) for w in workers), return_exceptions=True
+        )
+        for worker_id, reply in zip(workers, replies, strict=True):
+            if isinstance(reply, dict) and reply.get("found"):
+                return Located(worker_id, str(reply.get("state", "")), str(reply.get("owner", "")))
+        return None
+
+    async def _ask(self, worker_id: str, reference_type: str, reference_id: str) -> dict[str, Any]:
+        client = SpeakingClient(self._redis, worker_id, self._keys)
+        try:
+            return await client.command(
+                "locate",
+                str(uuid.uuid4()),
+                {"reference_type": reference_type, "reference_id": reference_id},
+                timeout_s=LOCATE_TIMEOUT_S,
+            )
+        except CommandTimeout:
+            return {"found": False}
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,48 @@
+"""``GET /speakings/{id}/events``: a session's events as Server-Sent Events.
+
+Reads the session's Redis stream (``speaking:events:{id}``) from the start, or after
+``Last-Event-ID``, and ends after ``speaking_stopped``. A comment line every 15 s keeps
+proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from worker.api.speakings import Speakings
+
+KEEPALIVE_MS = 15_000
+
+
+async def stream_events(speakings: Speakings, request: web.Request) -> web.StreamResponse:
+    owned = await speakings._owned(request)
+    if isinstance(owned, web.Response):
+        return owned
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    key = speakings.keys.session_events(owned.id)
+    after = request.headers.get("Last-Event-ID", "0") or "0"
+    while True:
+        reply: Any = await speakings.redis.xread({key: after}, block=KEEPALIVE_MS, count=100)
+        if not reply:
+            await response.write(b": keep-alive\n\n")
+            continue
+        for entry_id, raw in reply[0][1]:
+            after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            event = {_s(k): _s(v) for k, v in raw.items()}
+            data = json.dumps(event, separators=(",", ":"))
+            await response.write(
+                f"id: {after}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n".encode()
+            )
+            if event.get("type") == "speaking_stopped":
+                await response.write_eof()
+                return response
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,54 @@
+"""API tier settings, read from ``SPEAKING_API_*`` (and shared ``SPEAKING_REDIS_*``) variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Where the API listens and how it treats requests."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "speaking"
+    #: The provider of a create that names none. The public document says elevenlabs;
+    #: a deployment without ElevenLabs credentials sets this to ``offline`` (or another).
+    default_provider: str = "elevenlabs"
+    #: Refuse to attach to a call whose owner (the worker's owner variable) is another
+    #: customer. A single-tenant deployment switches it off with 0.
+    tenancy_check: bool = True
+    #: How long to wait for a worker's reply to a command.
+    command_timeout_s: float = 10.0
+    #: A worker whose heartbeat is older than this is considered gone.
+    worker_stale_s: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
+        env = dict(os.environ if env is None else env)
+        names = {
+            "host": "SPEAKING_API_HOST",
+            "port": "SPEAKING_API_PORT",
+            "redis_url": "SPEAKING_REDIS_URL",
+            "redis_prefix": "SPEAKING_REDIS_PREFIX",
+            "default_provider": "SPEAKING_API_DEFAULT_PROVIDER",
+            "tenancy_check": "SPEAKING_API_TENANCY_CHECK",
+            "command_timeout_s": "SPEAKING_API_COMMAND_TIMEOUT_S",
+            "worker_stale_s": "SPEAKING_API_WORKER_STALE_S",
+        }
+        kwargs: dict[str, object] = {}
+        for name, var in names.items():
+            if (value := env.get(var)) is None:
+                continue
+            kind = cls.__dataclass_fields__[name].type
+            if kind == "int":
+                kwargs[name] = int(value)
+            elif kind == "float":
+                kwargs[name] = float(value)
+            elif kind == "bool":
+                kwargs[name] = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)  # type: ignore[arg-type]

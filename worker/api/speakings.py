@@ -1,0 +1,282 @@
+"""The ``/speakings`` resource: every handler authenticates (middleware), validates with
+the same rules as the worker (worker/commands.py), and drives the owning worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import fields as dataclass_fields
+from typing import Any
+
+from aiohttp import web
+
+from worker.api.catalog import Catalog, decode_token, encode_token
+from worker.api.directory import WorkerDirectory
+from worker.api.problems import from_command_error, from_reply_error, not_found, problem
+from worker.api.settings import ApiSettings
+from worker.client import CommandTimeout, SpeakingClient
+from worker.commands import _ID, parse_command, validate_text
+from worker.errors import CommandError
+from worker.model import NEVER, ReferenceType, Speaking, Status, timestamp
+from worker.store import Keys
+
+SPEAKING_FIELDS = [f.name for f in dataclass_fields(Speaking)]
+MAX_PAGE_SIZE = 100
+
+
+class Speakings:
+    """Handlers of the resource, sharing Redis, the worker directory and the catalog."""
+
+    def __init__(self, settings: ApiSettings, redis: Any, keys: Keys) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys
+        self.directory = WorkerDirectory(redis, keys, settings.worker_stale_s)
+        self.catalog = Catalog(redis, keys)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1.0/speakings", self.create),
+            web.get("/v1.0/speakings", self.list),
+            web.get("/v1.0/speakings/{id}", self.get),
+            web.post("/v1.0/speakings/{id}/say", self.say),
+            web.post("/v1.0/speakings/{id}/flush", self.flush),
+            web.post("/v1.0/speakings/{id}/stop", self.stop),
+            web.delete("/v1.0/speakings/{id}", self.delete),
+        ]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _owned(self, request: web.Request) -> Speaking | web.Response:
+        """The session named in the path, if it exists, is not deleted and is the caller's."""
+        speaking_id = request.match_info["id"]
+        if not _ID.match(speaking_id):
+            return problem(400, "invalid_argument", "speaking id is malformed")
+        raw = await self.redis.hgetall(self.keys.session(speaking_id))
+        record = {_s(k): _s(v) for k, v in raw.items()}
+        if not record or record.get("tm_delete", NEVER) != NEVER:
+            return not_found(speaking_id)
+        if record.get("customer_id") != request["customer_id"]:
+            return not_found(speaking_id)  # indistinguishable from unknown
+        request["worker_id"] = record.get("worker_id", "")
+        return Speaking.from_fields(record)
+
+    async def _send(
+        self, worker_id: str, kind: str, speaking_id: str, fields: dict[str, str]
+    ) -> dict[str, Any] | web.Response:
+        client = SpeakingClient(self.redis, worker_id, self.keys)
+        try:
+            reply = await client.command(
+                kind, speaking_id, fields, timeout_s=self.settings.command_timeout_s
+            )
+        except CommandTimeout:
+            return problem(503, "unavailable", f"worker {worker_id} did not answer; try again")
+        if not reply.get("ok"):
+            return from_reply_error(reply.get("error", {}))
+        return reply
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        customer_id: str = request["customer_id"]
+        speaking_id = str(uuid.uuid4())
+        fields = {
+            k: str(v)
+            for k, v in body.items()
+            if k
+            in ("reference_type", "reference_id", "language", "provider", "voice_id", "direction")
+            and isinstance(v, str)
+        }
+        for name in (
+            "reference_type",
+            "reference_id",
+            "language",
+            "provider",
+            "voice_id",
+            "direction",
+        ):
+            if name in body and not isinstance(body[name], str):
+                return problem(400, "invalid_argument", f"{name} must be a string")
+        fields["provider"] = fields.get("provider") or self.settings.default_provider
+        fields |= {"type": "create", "command_id": str(uuid.uuid4()), "speaking_id": speaking_id}
+        fields["customer_id"] = customer_id
+        try:
+            parse_command(fields)  # the worker's own validation, before anything is sent
+        except CommandError as exc:
+            return from_command_error(exc)
+        configured = await self.directory.providers()
+        if fields["provider"] not in configured:
+            return problem(
+                400,
+                "invalid_argument",
+                f"provider {fields['provider']} is not configured on this deployment "
+                f"(no credentials); configured providers: {', '.join(configured) or 'none'}",
+                allowed=configured,
+            )
+        located = await self.directory.locate(fields["reference_type"], fields["reference_id"])
+        if located is None or (self.settings.tenancy_check and located.owner != customer_id):
+            kind = "call" if fields["reference_type"] == ReferenceType.CALL.value else "conference"
+            return problem(404, "not_found", f"{kind} {fields['reference_id']} not found")
+        reply = await self._send(located.worker_id, "create", speaking_id, fields)
+        if isinstance(reply, web.Response):
+            return reply
+        speaking = Speaking.from_fields(reply["speaking"])
+        await self.catalog.add(speaking)
+        return web.json_response(_public(speaking), status=201)
+
+    # -- read -----------------------------------------------------------------------------
+
+    async def get(self, request: web.Request) -> web.Response:
+        owned = await self._owned(request)
+        if isinstance(owned, web.Response):
+            return owned
+        return web.json_response(_public(owned))
+
+    async def list(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            page_size = int(query.get("page_size", "10"))
+        except ValueError:
+            page_size = -1
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            return problem(
+                400, "invalid_argument", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}"
+            )
+        status = query.get("status")
+        if status is not None and status not in [s.value for s in Status]:
+            return problem(
+                400,
+                "invalid_argument",
+                f"status {status!r} is not one of initiating, active, stopped",
+                allowed=[s.value for s in Status],
+            )
+        reference_type = query.get("reference_type")
+        if reference_type is not None and reference_type not in [r.value for r in ReferenceType]:
+            return problem(
+                400,
+                "invalid_argument",
+                "reference_type must be call or confbridge",
+                allowed=[r.value for r in ReferenceType],
+            )
+        below = None
+        if token := query.get("page_token"):
+            below = decode_token(token)
+            if below is None:
+                return problem(400, "invalid_argument", "page_token is not one this API issued")
+        reference_id = query.get("reference_id")
+        customer_id: str = request["customer_id"]
+        result: list[dict[str, str]] = []
+        last_score: int | None = None
+        exhausted = False
+        while len(result) < page_size and not exhausted:
+            rows = await self.catalog.page(customer_id, below, page_size * 2)
+            exhausted = len(rows) < page_size * 2
+            for speaking_id, score in rows:
+                below = score
+                raw = await self.redis.hgetall(self.keys.session(speaking_id))
+                record = {_s(k): _s(v) for k, v in raw.items()}
+                if not record or record.get("tm_delete", NEVER) != NEVER:
+                    continue
+                if (
+                    (status and record.get("status") != status)
+                    or (reference_type and record.get("reference_type") != reference_type)
+                    or (reference_id and record.get("reference_id") != reference_id)
+                ):
+                    continue
+                result.append(_public(Speaking.from_fields(record)))
+                last_score = score
+                if len(result) == page_size:
+                    break
+        more = len(result) == page_size and last_score is not None
+        token = encode_token(last_score) if more and last_score is not None else ""
+        return web.json_response({"result": result, "next_page_token": token})
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def say(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        text = body.get("text")
+        try:
+            validate_text(text if isinstance(text, str) else None)
+        except CommandError as exc:
+            return from_command_error(exc)
+        return await self._summary_command(request, "say", {"text": str(text)})
+
+    async def flush(self, request: web.Request) -> web.Response:
+        return await self._summary_command(request, "flush", {})
+
+    async def _summary_command(
+        self, request: web.Request, kind: str, fields: dict[str, str]
+    ) -> web.Response:
+        owned = await self._owned(request)
+        if isinstance(owned, web.Response):
+            return owned
+        reply = await self._send(request["worker_id"], kind, owned.id, fields)
+        if isinstance(reply, web.Response):
+            return reply
+        speaking = reply["speaking"]
+        summary: dict[str, Any] = {
+            k: speaking[k] for k in ("id", "status", "reference_type", "reference_id")
+        }
+        for extra in ("segment_id", "flushed"):
+            if extra in reply:
+                summary[extra] = reply[extra]
+        return web.json_response(summary)
+
+    async def stop(self, request: web.Request) -> web.Response:
+        owned = await self._owned(request)
+        if isinstance(owned, web.Response):
+            return owned
+        if owned.status == Status.STOPPED.value:
+            return web.json_response(_public(owned))  # idempotent, even if its worker is gone
+        reply = await self._send(request["worker_id"], "stop", owned.id, {})
+        if isinstance(reply, web.Response):
+            return reply
+        return web.json_response(_public(Speaking.from_fields(reply["speaking"])))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        owned = await self._owned(request)
+        if isinstance(owned, web.Response):
+            return owned
+        if owned.status == Status.STOPPED.value:
+            # Nothing runs any more: the API stamps the deletion itself.
+            owned.tm_delete = owned.tm_update = timestamp()
+            await self.redis.hset(
+                self.keys.session(owned.id),
+                mapping={"tm_delete": owned.tm_delete, "tm_update": owned.tm_update},
+            )
+            deleted = owned
+        else:
+            reply = await self._send(request["worker_id"], "delete", owned.id, {})
+            if isinstance(reply, web.Response):
+                return reply
+            deleted = Speaking.from_fields(reply["speaking"])
+        await self.catalog.remove(deleted.customer_id, deleted.id)
+        return web.json_response(_public(deleted))
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return problem(400, "invalid_argument", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        return problem(400, "invalid_argument", "the request body must be a JSON object")
+    return body
+
+
+def _public(speaking: Speaking) -> dict[str, str]:
+    out = speaking.to_fields()
+    return {k: out[k] for k in SPEAKING_FIELDS}
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
