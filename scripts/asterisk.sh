@@ -58,7 +58,7 @@ render_config() {
     for f in "$here"/asterisk-config/*.conf; do
         sed -e "s/@ARI_PORT@/$ari_port/g" -e "s/@SIP_PORT@/$sip_port/g" \
             -e "s/@RTP_START@/$rtp_start/g" -e "s/@RTP_END@/$((rtp_start + 999))/g" \
-            -e "s/@ARI_USER@/$ari_user/g" -e "s/@ARI_PASSWORD@/$ari_password/g" \
+            -e "s/@ARI_USER@/$ari_user/g" -e "s/@ARI_PASSWORD@/$ari_password/g" -e "s/@SYSTEM_NAME@/pbx$n/g" \
             "$f" > "$dest/$(basename "$f")"
     done
     if [[ "$n" != 0 ]]; then

@@ -94,8 +94,13 @@ class Locate(Command):
 AnyCommand = Create | Say | Flush | Stop | Delete | Locate
 
 
+def is_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed speaking or command id."""
+    return bool(_ID.fullmatch(value))
+
+
 def is_bcp47(tag: str) -> bool:
-    return bool(_BCP47.match(tag))
+    return bool(_BCP47.fullmatch(tag))
 
 
 def _enum(cls: type[enum.StrEnum], field: str, value: str) -> str:
@@ -109,7 +114,7 @@ def _required_id(fields: dict[str, str], name: str) -> str:
     value = fields.get(name, "")
     if not value:
         raise invalid(f"{name} is missing; it must be {_ID_RULE}")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise invalid(f"{name} {value[:80]!r} is malformed; it must be {_ID_RULE}")
     return value
 

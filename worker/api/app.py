@@ -91,7 +91,7 @@ def make_app(settings: ApiSettings, redis: Redis) -> web.Application:
     async def events(request: web.Request) -> web.StreamResponse:
         return await stream_events(speakings, request)
 
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[guard], client_max_size=256 * 1024)
     app.add_routes(speakings.routes())
     app.add_routes(
         [

@@ -8,25 +8,30 @@ proxies from closing an idle stream.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
+from worker.api.problems import problem
 from worker.api.speakings import Speakings
 
 KEEPALIVE_MS = 15_000
+_STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")
 
 
 async def stream_events(speakings: Speakings, request: web.Request) -> web.StreamResponse:
     owned = await speakings._owned(request)
     if isinstance(owned, web.Response):
         return owned
+    after = request.headers.get("Last-Event-ID", "0") or "0"
+    if not _STREAM_ID.fullmatch(after):
+        return problem(400, "invalid_argument", "Last-Event-ID must be an id this stream sent")
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
     key = speakings.keys.session_events(owned.id)
-    after = request.headers.get("Last-Event-ID", "0") or "0"
     while True:
         reply: Any = await speakings.redis.xread({key: after}, block=KEEPALIVE_MS, count=100)
         if not reply:

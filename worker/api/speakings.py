@@ -15,7 +15,7 @@ from worker.api.directory import WorkerDirectory
 from worker.api.problems import from_command_error, from_reply_error, not_found, problem
 from worker.api.settings import ApiSettings
 from worker.client import CommandTimeout, SpeakingClient
-from worker.commands import _ID, parse_command, validate_text
+from worker.commands import is_id, parse_command, validate_text
 from worker.errors import CommandError
 from worker.model import NEVER, ReferenceType, Speaking, Status, timestamp
 from worker.store import Keys
@@ -50,7 +50,7 @@ class Speakings:
     async def _owned(self, request: web.Request) -> Speaking | web.Response:
         """The session named in the path, if it exists, is not deleted and is the caller's."""
         speaking_id = request.match_info["id"]
-        if not _ID.match(speaking_id):
+        if not is_id(speaking_id):
             return problem(400, "invalid_argument", "speaking id is malformed")
         raw = await self.redis.hgetall(self.keys.session(speaking_id))
         record = {_s(k): _s(v) for k, v in raw.items()}

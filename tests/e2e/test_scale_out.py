@@ -1,0 +1,86 @@
+"""Two workers, each beside its own Asterisk, behind one API tier and one Redis: a
+create reaches the worker whose Asterisk holds the call, and later commands reach the
+worker that owns the session."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import ROOT
+from tests.e2e.api_fixtures import Api
+from tests.e2e.conftest import ARI_AUTH, CallFactory, WorkerProcess, our_leftovers
+from tests.e2e.test_api import create, sse_until, wait_active
+from tests.telephony.analysis import count_loud
+from tests.telephony.ari import Ari
+
+pytestmark = pytest.mark.e2e
+
+SECOND = 1  # Asterisk instance number of the second machine
+SECOND_ARI = f"http://127.0.0.1:{8088 + SECOND}/ari"
+SECOND_SIP = 5060 + 100 * SECOND
+
+
+def _asterisk(action: str) -> None:
+    subprocess.run(
+        [str(ROOT / "scripts/asterisk.sh"), action, str(SECOND)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+async def second_worker(tmp_path: Path) -> AsyncIterator[WorkerProcess]:
+    """Asterisk instance 1 with a worker of its own."""
+    await asyncio.to_thread(_asterisk, "start")
+    worker = WorkerProcess(
+        f"b-{uuid.uuid4().hex[:6]}", tmp_path / "worker-b.log", SPEAKING_ARI_URL=SECOND_ARI
+    )
+    try:
+        await worker.start()
+        yield worker
+    finally:
+        assert await worker.stop() == 0
+        ari = Ari(SECOND_ARI, ARI_AUTH)
+        try:
+            assert await our_leftovers(ari) == []
+        finally:
+            await ari.close()
+            await asyncio.to_thread(_asterisk, "stop")
+
+
+async def test_commands_reach_the_worker_beside_the_call(
+    api: Api,
+    worker: WorkerProcess,
+    second_worker: WorkerProcess,
+    redis: Redis,
+    call: CallFactory,
+) -> None:
+    async with call() as here, call(sip_port=SECOND_SIP, ari_url=SECOND_ARI) as there:
+        first = await create(api, here, direction="in")
+        second = await create(api, there, direction="in")
+        owners = {
+            sid: (await redis.hget(f"speaking:session:{sid}", "worker_id") or b"").decode()
+            for sid in (first["id"], second["id"])
+        }
+        assert owners == {first["id"]: worker.worker_id, second["id"]: second_worker.worker_id}
+        for speaking, c in ((first, here), (second, there)):
+            await wait_active(api, speaking["id"])
+            status, said = await api.call(
+                "POST",
+                f"/v1.0/speakings/{speaking['id']}/say",
+                json={"text": "Routed to the right machine."},
+            )
+            assert status == 200, said
+            await sse_until(api, speaking["id"], "segment_finished", segment_id=said["segment_id"])
+            assert (await api.call("POST", f"/v1.0/speakings/{speaking['id']}/stop"))[0] == 200
+    for c in (here, there):
+        assert count_loud(c.received("caller")) > 30
+        assert count_loud(c.received("callee")) == 0
