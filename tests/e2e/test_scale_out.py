@@ -71,7 +71,7 @@ async def test_commands_reach_the_worker_beside_the_call(
             for sid in (first["id"], second["id"])
         }
         assert owners == {first["id"]: worker.worker_id, second["id"]: second_worker.worker_id}
-        for speaking, c in ((first, here), (second, there)):
+        for speaking in (first, second):
             await wait_active(api, speaking["id"])
             status, said = await api.call(
                 "POST",
