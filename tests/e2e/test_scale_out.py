@@ -66,10 +66,10 @@ async def test_commands_reach_the_worker_beside_the_call(
     async with call() as here, call(sip_port=SECOND_SIP, ari_url=SECOND_ARI) as there:
         first = await create(api, here, direction="in")
         second = await create(api, there, direction="in")
-        owners = {
-            sid: (await redis.hget(f"speaking:session:{sid}", "worker_id") or b"").decode()
-            for sid in (first["id"], second["id"])
-        }
+        owners = {}
+        for sid in (first["id"], second["id"]):
+            raw = await redis.hget(f"speaking:session:{sid}", "worker_id")
+            owners[sid] = raw.decode() if isinstance(raw, bytes) else str(raw)
         assert owners == {first["id"]: worker.worker_id, second["id"]: second_worker.worker_id}
         for speaking in (first, second):
             await wait_active(api, speaking["id"])
