@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.store import Keys
 
@@ -49,7 +50,10 @@ class SpeakingClient:
         return await self.reply(command_id, timeout_s)
 
     async def reply(self, command_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
-        popped = await self.redis.blpop([self.keys.reply(command_id)], timeout=timeout_s)
+        try:
+            popped = await self.redis.blpop([self.keys.reply(command_id)], timeout=timeout_s)
+        except RedisTimeoutError:  # the connection's own read timeout fired first
+            popped = None
         if popped is None:
             raise CommandTimeout(f"no reply to command {command_id} within {timeout_s} s")
         result: dict[str, Any] = json.loads(popped[1])

@@ -317,3 +317,16 @@ async def test_list_pages_newest_first_and_filters(api: Api, call: CallFactory) 
     )
     assert page["result"] == []
     assert (await api.call("GET", "/v1.0/speakings?page_token=%%%"))[0] == 400
+
+
+async def test_health_metrics_and_openapi_are_served_without_a_key(api: Api) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{api.base}/healthz") as resp:
+            assert resp.status == 200 and (await resp.json())["workers"] >= 1
+        async with http.get(f"{api.base}/metrics") as resp:
+            text = await resp.text()
+            assert "# TYPE speaking_api_requests_total counter" in text
+            assert 'status="401"' in text or 'status="200"' in text
+        async with http.get(f"{api.base}/v1.0/openapi.json") as resp:
+            document = await resp.json()
+            assert document["openapi"].startswith("3.") and "/v1.0/speakings" in document["paths"]

@@ -7,6 +7,7 @@ proxies from closing an idle stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -31,10 +32,27 @@ async def stream_events(speakings: Speakings, request: web.Request) -> web.Strea
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    key = speakings.keys.session_events(owned.id)
+    with contextlib.suppress(ConnectionResetError):  # the client went away
+        await _pump(speakings, response, owned.id, after)
+    return response
+
+
+async def _pump(
+    speakings: Speakings, response: web.StreamResponse, speaking_id: str, after: str
+) -> None:
+    key = speakings.keys.session_events(speaking_id)
+    session = speakings.keys.session(speaking_id)
     while True:
-        reply: Any = await speakings.redis.xread({key: after}, block=KEEPALIVE_MS, count=100)
+        # A stopped session gets no new events: read what is left without waiting, then end
+        # (a client resuming after speaking_stopped must not hang).
+        stopped = _s(await speakings.redis.hget(session, "status") or b"") == "stopped"
+        reply: Any = await speakings.redis.xread(
+            {key: after}, block=None if stopped else KEEPALIVE_MS, count=100
+        )
         if not reply:
+            if stopped:
+                await response.write_eof()
+                return
             await response.write(b": keep-alive\n\n")
             continue
         for entry_id, raw in reply[0][1]:
@@ -46,7 +64,7 @@ async def stream_events(speakings: Speakings, request: web.Request) -> web.Strea
             )
             if event.get("type") == "speaking_stopped":
                 await response.write_eof()
-                return response
+                return
 
 
 def _s(value: bytes | str) -> str:

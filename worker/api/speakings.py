@@ -18,6 +18,7 @@ from worker.client import CommandTimeout, SpeakingClient
 from worker.commands import is_id, parse_command, validate_text
 from worker.errors import CommandError
 from worker.model import NEVER, ReferenceType, Speaking, Status, timestamp
+from worker.session import SessionState
 from worker.store import Keys
 
 SPEAKING_FIELDS = [f.name for f in dataclass_fields(Speaking)]
@@ -216,6 +217,12 @@ class Speakings:
         owned = await self._owned(request)
         if isinstance(owned, web.Response):
             return owned
+        if owned.status == Status.STOPPED.value:
+            # Final: answered here, even if the worker that ran it is gone.
+            try:
+                SessionState(owned).require_active(kind)
+            except CommandError as exc:
+                return from_command_error(exc)
         reply = await self._send(request["worker_id"], kind, owned.id, fields)
         if isinstance(reply, web.Response):
             return reply
