@@ -51,6 +51,16 @@ def _bring_up() -> str | None:
     return None
 
 
+def asterisk_ctl(action: str, instance: int = INSTANCE) -> None:
+    """``scripts/asterisk.sh <action> <instance>`` (blocking: call it from a thread)."""
+    subprocess.run(
+        [str(ROOT / "scripts/asterisk.sh"), action, str(instance)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("e2e") is None:
         return

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field
+
+from worker.env import from_env
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        kwargs: dict[str, object] = {}
-        for name, f in cls.__dataclass_fields__.items():
-            value = env.get(f"SPEAKING_{name.upper()}")
-            if value is not None:
-                if f.type == "int":
-                    kwargs[name] = int(value)
-                elif f.type == "bool":
-                    kwargs[name] = value.strip().lower() in ("1", "true", "yes", "on")
-                else:
-                    kwargs[name] = value
-        return cls(**kwargs)  # type: ignore[arg-type]
+        """Each field from ``SPEAKING_<FIELD NAME IN CAPITALS>``."""
+        names = {name: f"SPEAKING_{name.upper()}" for name in cls.__dataclass_fields__}
+        return from_env(cls, names, env)
 
     def redacted(self) -> dict[str, object]:
         """Settings fit for a log line: secrets replaced."""

@@ -5,7 +5,6 @@ worker that owns the session."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT
+from tests.conftest import asterisk_ctl
 from tests.e2e.api_fixtures import Api
 from tests.e2e.conftest import ARI_AUTH, CallFactory, WorkerProcess, our_leftovers
 from tests.e2e.test_api import create, sse_until, wait_active
@@ -27,19 +26,10 @@ SECOND_ARI = f"http://127.0.0.1:{8088 + SECOND}/ari"
 SECOND_SIP = 5060 + 100 * SECOND
 
 
-def _asterisk(action: str) -> None:
-    subprocess.run(
-        [str(ROOT / "scripts/asterisk.sh"), action, str(SECOND)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 async def second_worker(tmp_path: Path) -> AsyncIterator[WorkerProcess]:
     """Asterisk instance 1 with a worker of its own."""
-    await asyncio.to_thread(_asterisk, "start")
+    await asyncio.to_thread(asterisk_ctl, "start", SECOND)
     worker = WorkerProcess(
         f"b-{uuid.uuid4().hex[:6]}", tmp_path / "worker-b.log", SPEAKING_ARI_URL=SECOND_ARI
     )
@@ -53,7 +43,7 @@ async def second_worker(tmp_path: Path) -> AsyncIterator[WorkerProcess]:
             assert await our_leftovers(ari) == []
         finally:
             await ari.close()
-            await asyncio.to_thread(_asterisk, "stop")
+            await asyncio.to_thread(asterisk_ctl, "stop", SECOND)
 
 
 async def test_commands_reach_the_worker_beside_the_call(

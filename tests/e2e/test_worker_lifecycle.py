@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import INSTANCE, ROOT
+from tests.conftest import INSTANCE, asterisk_ctl
 from tests.e2e.conftest import CallFactory, WorkerProcess, our_leftovers
 from tests.e2e.test_call_path import LONG, say, start_session
 from tests.telephony.ari import Ari
@@ -78,8 +77,8 @@ async def test_asterisk_restart_stops_sessions_and_the_worker_reconnects(
     try:
         async with call() as c:
             speaking_id = await start_session(client, c)
-            await asyncio.to_thread(_asterisk, "stop")
-            await asyncio.to_thread(_asterisk, "start")
+            await asyncio.to_thread(asterisk_ctl, "stop", INSTANCE)
+            await asyncio.to_thread(asterisk_ctl, "start", INSTANCE)
             stopped = await client.wait_event(speaking_id, "speaking_stopped", timeout_s=30)
         assert stopped["reason"] == "hangup"
         async with call() as c:
@@ -88,12 +87,3 @@ async def test_asterisk_restart_stops_sessions_and_the_worker_reconnects(
     finally:
         assert await worker.stop() == 0
     assert any('"ari events connected"' in line for line in worker.lines[5:])
-
-
-def _asterisk(action: str) -> None:
-    subprocess.run(
-        [str(ROOT / "scripts/asterisk.sh"), action, str(INSTANCE)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from worker.env import from_env
 
 
 @dataclass(frozen=True)
@@ -27,28 +28,16 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
-        env = dict(os.environ if env is None else env)
-        names = {
-            "host": "SPEAKING_API_HOST",
-            "port": "SPEAKING_API_PORT",
-            "redis_url": "SPEAKING_REDIS_URL",
-            "redis_prefix": "SPEAKING_REDIS_PREFIX",
-            "default_provider": "SPEAKING_API_DEFAULT_PROVIDER",
-            "tenancy_check": "SPEAKING_API_TENANCY_CHECK",
-            "command_timeout_s": "SPEAKING_API_COMMAND_TIMEOUT_S",
-            "worker_stale_s": "SPEAKING_API_WORKER_STALE_S",
-        }
-        kwargs: dict[str, object] = {}
-        for name, var in names.items():
-            if (value := env.get(var)) is None:
-                continue
-            kind = cls.__dataclass_fields__[name].type
-            if kind == "int":
-                kwargs[name] = int(value)
-            elif kind == "float":
-                kwargs[name] = float(value)
-            elif kind == "bool":
-                kwargs[name] = value.strip().lower() in ("1", "true", "yes", "on")
-            else:
-                kwargs[name] = value
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return from_env(cls, _VARIABLES, env)
+
+
+_VARIABLES = {
+    "host": "SPEAKING_API_HOST",
+    "port": "SPEAKING_API_PORT",
+    "redis_url": "SPEAKING_REDIS_URL",
+    "redis_prefix": "SPEAKING_REDIS_PREFIX",
+    "default_provider": "SPEAKING_API_DEFAULT_PROVIDER",
+    "tenancy_check": "SPEAKING_API_TENANCY_CHECK",
+    "command_timeout_s": "SPEAKING_API_COMMAND_TIMEOUT_S",
+    "worker_stale_s": "SPEAKING_API_WORKER_STALE_S",
+}
