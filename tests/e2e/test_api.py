@@ -4,14 +4,16 @@ Asterisk + a SIPp call. Replays the seed document's tutorial, then its errors.""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.e2e.api_fixtures import Api
-from tests.e2e.conftest import CallFactory
+from tests.e2e.conftest import ARI_AUTH, ARI_URL, CallFactory
 from tests.telephony.analysis import count_loud
+from tests.telephony.ari import Ari
 from tests.telephony.sipp import TwoLegCall
 
 pytestmark = pytest.mark.e2e
@@ -330,3 +332,49 @@ async def test_health_metrics_and_openapi_are_served_without_a_key(api: Api) -> 
         async with http.get(f"{api.base}/v1.0/openapi.json") as resp:
             document = await resp.json()
             assert document["openapi"].startswith("3.") and "/v1.0/speakings" in document["paths"]
+
+
+async def test_unanswered_call_of_the_customer_is_409(api: Api) -> None:
+    """A call of the customer that rings and is not answered yet: 409, with its state."""
+    ari = Ari(ARI_URL, ARI_AUTH)
+    events = await ari.events("ringing")  # registers the Stasis app the call would enter
+    channel_id = f"ringing-{uuid.uuid4().hex[:8]}"
+    try:
+        # Originated with the owner variable already set (ARI sets variables on a channel
+        # outside Stasis only at origination).
+        async with (
+            aiohttp.ClientSession(
+                headers={"Authorization": aiohttp.encode_basic_auth(*ARI_AUTH)}
+            ) as http,
+            http.post(
+                f"{ARI_URL}/channels",
+                params={
+                    "endpoint": "Local/ring@from-caller",
+                    "app": "ringing",
+                    "channelId": channel_id,
+                },
+                json={"variables": {"SPEAKING_CUSTOMER_ID": "cust-1"}},
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+        status, body = await api.call(
+            "POST",
+            "/v1.0/speakings",
+            json={"reference_type": "call", "reference_id": channel_id, "language": "en-US"},
+        )
+        assert status == 409, body
+        assert "not answered" in body["error"]["message"] and body["error"]["details"]["call_state"]
+    finally:
+        await ari.hangup(channel_id)
+        await events.close()
+        await ari.close()
+
+
+async def test_delete_of_a_live_session_stops_it_first(api: Api, call: CallFactory) -> None:
+    async with call() as c:
+        speaking_id = (await create(api, c))["id"]
+        await wait_active(api, speaking_id)
+        status, deleted = await api.call("DELETE", f"/v1.0/speakings/{speaking_id}")
+        assert status == 200 and deleted["status"] == "stopped" and deleted["tm_delete"] != NEVER
+        assert (await api.call("GET", f"/v1.0/speakings/{speaking_id}"))[0] == 404
+        assert (await api.call("DELETE", f"/v1.0/speakings/{speaking_id}"))[0] == 404
