@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
-from tests.e2e.api_fixtures import Api
+from tests.e2e.api_fixtures import Api, start_api, stop_api
 from tests.e2e.conftest import ARI_AUTH, ARI_URL, CallFactory
 from tests.telephony.analysis import count_loud
 from tests.telephony.ari import Ari
@@ -378,3 +380,25 @@ async def test_delete_of_a_live_session_stops_it_first(api: Api, call: CallFacto
         assert status == 200 and deleted["status"] == "stopped" and deleted["tm_delete"] != NEVER
         assert (await api.call("GET", f"/v1.0/speakings/{speaking_id}"))[0] == 404
         assert (await api.call("DELETE", f"/v1.0/speakings/{speaking_id}"))[0] == 404
+
+
+async def test_single_tenant_deployment_can_switch_the_owner_check_off(
+    api: Api, redis: Redis, call: CallFactory, tmp_path: Path
+) -> None:
+    open_api = await start_api(redis, tmp_path / "api.log", SPEAKING_API_TENANCY_CHECK="0")
+    try:
+        async with call(customer_id="someone-else") as c:
+            status, body = await open_api.call(
+                "POST",
+                "/v1.0/speakings",
+                json={
+                    "reference_type": "call",
+                    "reference_id": c.caller_channel_id,
+                    "language": "en-US",
+                },
+            )
+            assert status == 201, body
+            await wait_active(open_api, body["id"])
+            assert (await open_api.call("POST", f"/v1.0/speakings/{body['id']}/stop"))[0] == 200
+    finally:
+        await stop_api(open_api)
