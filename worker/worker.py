@@ -25,7 +25,7 @@ from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict
 from worker.events import Event, EventType
 from worker.metrics import Registry
-from worker.model import Speaking, Status, StopReason, timestamp
+from worker.model import NEVER, Speaking, Status, StopReason, timestamp
 from worker.pacer import Pacer
 from worker.runner import Inbound, SessionRunner
 from worker.store import Store
@@ -224,7 +224,7 @@ class Worker:
         record = await self.store.load(command.speaking_id)
         speaking = Speaking.from_fields(record) if record else None
         try:
-            if speaking is None or speaking.tm_delete != "9999-01-01 00:00:00.000000":
+            if speaking is None or speaking.tm_delete != NEVER:
                 raise CommandError(ErrorCode.NOT_FOUND, f"speaking {command.speaking_id} not found")
             if speaking.status != Status.STOPPED.value:
                 raise conflict(

@@ -22,7 +22,7 @@ _STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")
 
 
 async def stream_events(speakings: Speakings, request: web.Request) -> web.StreamResponse:
-    owned = await speakings._owned(request)
+    owned = await speakings.owned(request)
     if isinstance(owned, web.Response):
         return owned
     after = request.headers.get("Last-Event-ID", "0") or "0"

@@ -23,6 +23,8 @@ from worker.store import Keys
 
 SPEAKING_FIELDS = [f.name for f in dataclass_fields(Speaking)]
 MAX_PAGE_SIZE = 100
+#: What a create request may set; anything else in the body is ignored.
+CREATE_FIELDS = ("reference_type", "reference_id", "language", "provider", "voice_id", "direction")
 
 
 class Speakings:
@@ -38,7 +40,7 @@ class Speakings:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1.0/speakings", self.create),
-            web.get("/v1.0/speakings", self.list),
+            web.get("/v1.0/speakings", self.listing),
             web.get("/v1.0/speakings/{id}", self.get),
             web.post("/v1.0/speakings/{id}/say", self.say),
             web.post("/v1.0/speakings/{id}/flush", self.flush),
@@ -48,7 +50,7 @@ class Speakings:
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _owned(self, request: web.Request) -> Speaking | web.Response:
+    async def owned(self, request: web.Request) -> Speaking | web.Response:
         """The session named in the path, if it exists, is not deleted and is the caller's."""
         speaking_id = request.match_info["id"]
         if not is_id(speaking_id):
@@ -84,23 +86,12 @@ class Speakings:
             return body
         customer_id: str = request["customer_id"]
         speaking_id = str(uuid.uuid4())
-        fields = {
-            k: str(v)
-            for k, v in body.items()
-            if k
-            in ("reference_type", "reference_id", "language", "provider", "voice_id", "direction")
-            and isinstance(v, str)
-        }
-        for name in (
-            "reference_type",
-            "reference_id",
-            "language",
-            "provider",
-            "voice_id",
-            "direction",
-        ):
-            if name in body and not isinstance(body[name], str):
-                return problem(400, "invalid_argument", f"{name} must be a string")
+        fields: dict[str, str] = {}
+        for name in CREATE_FIELDS:
+            if name in body:
+                if not isinstance(body[name], str):
+                    return problem(400, "invalid_argument", f"{name} must be a string")
+                fields[name] = body[name]
         fields["provider"] = fields.get("provider") or self.settings.default_provider
         fields |= {"type": "create", "command_id": str(uuid.uuid4()), "speaking_id": speaking_id}
         fields["customer_id"] = customer_id
@@ -131,12 +122,12 @@ class Speakings:
     # -- read -----------------------------------------------------------------------------
 
     async def get(self, request: web.Request) -> web.Response:
-        owned = await self._owned(request)
+        owned = await self.owned(request)
         if isinstance(owned, web.Response):
             return owned
         return web.json_response(_public(owned))
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def listing(self, request: web.Request) -> web.Response:
         query = request.query
         try:
             page_size = int(query.get("page_size", "10"))
@@ -214,7 +205,7 @@ class Speakings:
     async def _summary_command(
         self, request: web.Request, kind: str, fields: dict[str, str]
     ) -> web.Response:
-        owned = await self._owned(request)
+        owned = await self.owned(request)
         if isinstance(owned, web.Response):
             return owned
         if owned.status == Status.STOPPED.value:
@@ -236,7 +227,7 @@ class Speakings:
         return web.json_response(summary)
 
     async def stop(self, request: web.Request) -> web.Response:
-        owned = await self._owned(request)
+        owned = await self.owned(request)
         if isinstance(owned, web.Response):
             return owned
         if owned.status == Status.STOPPED.value:
@@ -247,7 +238,7 @@ class Speakings:
         return web.json_response(_public(Speaking.from_fields(reply["speaking"])))
 
     async def delete(self, request: web.Request) -> web.Response:
-        owned = await self._owned(request)
+        owned = await self.owned(request)
         if isinstance(owned, web.Response):
             return owned
         if owned.status == Status.STOPPED.value:
