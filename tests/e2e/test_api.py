@@ -63,18 +63,17 @@ async def sse_until(api: Api, speaking_id: str, wanted: str, **match: str) -> di
     raise AssertionError(f"stream ended without {wanted}")
 
 
-async def create(api: Api, c: TwoLegCall, **extra: str) -> dict[str, Any]:
-    status, body = await api.call(
+async def post_create(api: Api, reference_id: str, **extra: str) -> tuple[int, Any]:
+    """POST /v1.0/speakings for a call, as the tutorial does."""
+    return await api.call(
         "POST",
         "/v1.0/speakings",
-        json={
-            "reference_type": "call",
-            "reference_id": c.caller_channel_id,
-            "language": "en-US",
-            "direction": "both",
-            **extra,
-        },
+        json={"reference_type": "call", "reference_id": reference_id, "language": "en-US", **extra},
     )
+
+
+async def create(api: Api, c: TwoLegCall, **extra: str) -> dict[str, Any]:
+    status, body = await post_create(api, c.caller_channel_id, **{"direction": "both", **extra})
     assert status == 201, body
     return dict(body)
 
@@ -146,15 +145,7 @@ async def test_say_while_initiating_or_stopped_conflicts(api: Api, call: CallFac
     async with call() as c:
         speaking_id = (await create(api, c))["id"]
         await wait_active(api, speaking_id)
-        status, body = await api.call(
-            "POST",
-            "/v1.0/speakings",
-            json={
-                "reference_type": "call",
-                "reference_id": c.caller_channel_id,
-                "language": "en-US",
-            },
-        )
+        status, body = await post_create(api, c.caller_channel_id)
         assert status == 409 and body["error"]["details"]["existing_speaking_id"] == speaking_id
         assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/stop"))[0] == 200
         status, body = await api.call(
@@ -282,15 +273,7 @@ async def test_customers_are_isolated(api: Api, call: CallFactory) -> None:
         assert (await api.call("GET", f"/v1.0/speakings/{speaking_id}"))[1]["status"] == "active"
         assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/stop"))[0] == 200
     async with call(customer_id="cust-2") as theirs:
-        status, body = await api.call(
-            "POST",
-            "/v1.0/speakings",
-            json={
-                "reference_type": "call",
-                "reference_id": theirs.caller_channel_id,
-                "language": "en-US",
-            },
-        )
+        status, body = await post_create(api, theirs.caller_channel_id)
         assert status == 404, body
 
 
@@ -359,11 +342,7 @@ async def test_unanswered_call_of_the_customer_is_409(api: Api) -> None:
             ) as resp,
         ):
             assert resp.status == 200, await resp.text()
-        status, body = await api.call(
-            "POST",
-            "/v1.0/speakings",
-            json={"reference_type": "call", "reference_id": channel_id, "language": "en-US"},
-        )
+        status, body = await post_create(api, channel_id)
         assert status == 409, body
         assert "not answered" in body["error"]["message"] and body["error"]["details"]["call_state"]
     finally:
@@ -388,15 +367,7 @@ async def test_single_tenant_deployment_can_switch_the_owner_check_off(
     open_api = await start_api(redis, tmp_path / "api.log", SPEAKING_API_TENANCY_CHECK="0")
     try:
         async with call(customer_id="someone-else") as c:
-            status, body = await open_api.call(
-                "POST",
-                "/v1.0/speakings",
-                json={
-                    "reference_type": "call",
-                    "reference_id": c.caller_channel_id,
-                    "language": "en-US",
-                },
-            )
+            status, body = await post_create(open_api, c.caller_channel_id)
             assert status == 201, body
             await wait_active(open_api, body["id"])
             assert (await open_api.call("POST", f"/v1.0/speakings/{body['id']}/stop"))[0] == 200
