@@ -19,7 +19,7 @@ from typing import Any
 
 from worker.ari import AriClient
 from worker.call_media import ChannelWaiters, sweep_leftovers
-from worker.commands import Create, Delete, Flush, Locate, Say, Stop, parse_command
+from worker.commands import AnyCommand, Create, Delete, Flush, Locate, Say, Stop, parse_command
 from worker.config import Settings
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict
@@ -219,19 +219,19 @@ class Worker:
         for inbound in leftovers:
             await self._not_live(inbound.entry_id, inbound.command)
 
-    async def _not_live(self, entry_id: str, command: Any) -> None:
+    async def _not_live(self, entry_id: str, command: AnyCommand) -> None:
         """Commands for a session that is not running here (stopped, deleted, unknown)."""
-        record = await self.store.load(command.speaking_id)
+        record = await self.store.load(command.speaking_id) or {}
         speaking = Speaking.from_fields(record) if record else None
         try:
             if speaking is None or speaking.tm_delete != NEVER:
                 raise CommandError(ErrorCode.NOT_FOUND, f"speaking {command.speaking_id} not found")
             if speaking.status != Status.STOPPED.value:
                 raise conflict(
-                    f"speaking {speaking.id} is run by worker {record and record.get('worker_id')}"
+                    f"speaking {speaking.id} is run by worker {record.get('worker_id', '?')}"
                 )
             if isinstance(command, Say | Flush):
-                reason = (record or {}).get("stop_reason", "")
+                reason = record.get("stop_reason", "")
                 raise conflict(
                     f"cannot {type(command).__name__.lower()}: the session is stopped"
                     + (f" ({reason})" if reason else ""),
