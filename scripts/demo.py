@@ -133,7 +133,9 @@ async def main() -> None:
             results.append(result)
             print(
                 f"  direction {direction:4}: caller heard {result['loud_frames']['caller']:3} "
-                f"loud frames, callee {result['loud_frames']['callee']:3}"
+                f"loud frames, callee {result['loud_frames']['callee']:3}; barge-in: "
+                f"{result['loud_frames_in_500ms_before_flush']} loud frames in the 500 ms "
+                f"before the flush, last one {result['flush_to_silence_ms']:.0f} ms after it"
             )
         write_wav(args.out / "caller.wav", call.received("caller"))
         write_wav(args.out / "callee.wav", call.received("callee"))
