@@ -69,8 +69,9 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker starting", extra={"settings": str(settings.redacted())})
-    await worker.start()
+    # /healthz answers 503 until the worker is ready, so serve it first.
     http = await serve_metrics(worker, settings)
+    await worker.start()
     await stop.wait()
     log.info("worker shutting down")
     await worker.shutdown()

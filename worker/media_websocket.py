@@ -28,7 +28,6 @@ class MediaWebsocket:
         self._started = asyncio.Event()
         self._reader = asyncio.create_task(self._read(), name="media-ws-read")
         self._writer = asyncio.create_task(self._write(), name="media-ws-write")
-        self.sent = 0
 
     @classmethod
     async def connect(
@@ -55,7 +54,6 @@ class MediaWebsocket:
             payload = await self._queue.get()
             try:
                 await self._ws.send_bytes(payload)
-                self.sent += 1
             except (ConnectionError, RuntimeError) as exc:
                 log.warning("media websocket send failed", extra={"error": str(exc)})
                 return

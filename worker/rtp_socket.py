@@ -22,7 +22,6 @@ class RtpSocket:
         self._protocol = protocol
         self.local_host, self.local_port = transport.get_extra_info("sockname")[:2]
         self.remote: tuple[str, int] | None = None
-        self.sent = 0
 
     @classmethod
     async def open(cls, host: str) -> RtpSocket:
@@ -33,7 +32,6 @@ class RtpSocket:
     def send(self, packet: bytes) -> None:
         if self.remote is not None and not self._transport.is_closing():
             self._transport.sendto(packet, self.remote)
-            self.sent += 1
 
     @property
     def received(self) -> int:

@@ -219,6 +219,7 @@ class SessionRunner:
             return
         if self.playout is not None:
             self.worker.pacer.remove(self.playout)
+            self.worker.metrics.inc("speaking_frames_sent_total", self.playout.frames_sent)
         if self.player is not None:
             await self.player.close(reason.value)
         await self.media.teardown()

@@ -320,6 +320,8 @@ class Worker:
         while True:
             self.metrics.set("speaking_sessions", len(self.runners))
             self.metrics.set("speaking_pacer_streams", self.pacer.stream_count)
+            self.metrics.set("speaking_pacer_ticks_total", self.pacer.ticks)
+            self.metrics.set("speaking_ari_reconnects_total", self.ari.reconnects)
             if self.pacer.schedule is not None:
                 self.metrics.set(
                     "speaking_pacer_max_lateness_seconds", self.pacer.schedule.max_lateness
@@ -343,6 +345,11 @@ def _describe(metrics: Registry) -> None:
     metrics.describe("speaking_pacer_streams", "gauge", "Sessions paced by the shared clock")
     metrics.describe("speaking_pacer_max_lateness_seconds", "gauge", "Worst tick lateness so far")
     metrics.describe("speaking_pacer_resyncs", "gauge", "Times the clock fell too far behind")
+    metrics.describe("speaking_pacer_ticks_total", "counter", "Ticks of the shared 20 ms clock")
+    metrics.describe(
+        "speaking_ari_reconnects_total", "counter", "Reconnects of the ARI events websocket"
+    )
+    metrics.describe("speaking_frames_sent_total", "counter", "20 ms frames sent by ended sessions")
     buckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
     metrics.describe("speaking_setup_seconds", "histogram", "Create to active", buckets)
     metrics.describe(

@@ -187,4 +187,6 @@ async def test_metrics_are_served_in_prometheus_format(worker: WorkerProcess) ->
     assert "# TYPE speaking_commands_total counter" in text
     assert 'speaking_commands_total{outcome="ok"}' in text
     assert "speaking_setup_seconds_bucket" in text
+    assert "# TYPE speaking_frames_sent_total counter" in text
+    assert "speaking_pacer_ticks_total " in text
     assert health["ready"] and health["ari"]
