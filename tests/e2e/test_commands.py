@@ -178,15 +178,18 @@ async def test_stop_is_idempotent_and_delete_hides_the_session(
         assert stopped["reason"] == "delete"
 
 
-async def test_metrics_are_served_in_prometheus_format(worker: WorkerProcess) -> None:
+async def test_metrics_are_served_in_prometheus_format(
+    worker: WorkerProcess, client: SpeakingClient
+) -> None:
+    assert (await client.send("stop", f"nope-{uuid.uuid4()}"))["error"]["code"] == "not_found"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{worker.metrics_port}/metrics") as resp:
             text = await resp.text()
         async with http.get(f"http://127.0.0.1:{worker.metrics_port}/healthz") as resp:
             health = await resp.json()
     assert "# TYPE speaking_commands_total counter" in text
-    assert 'speaking_commands_total{outcome="ok"}' in text
-    assert "speaking_setup_seconds_bucket" in text
+    assert 'speaking_commands_total{outcome="not_found"}' in text
+    assert "# TYPE speaking_setup_seconds histogram" in text
     assert "# TYPE speaking_frames_sent_total counter" in text
     assert "speaking_pacer_ticks_total " in text
     assert health["ready"] and health["ari"]
