@@ -192,7 +192,10 @@ class AriClient:
         )
 
     async def unsubscribe(self, event_source: str) -> None:
-        with contextlib.suppress(AriError):  # 400/404/422 when it is already gone
+        """Best effort, never raises: a subscription dies with its channel anyway, and
+        cleanup paths (teardown while Asterisk is unreachable) must go on to the end."""
+        # AriError: 400/404/422 when it is already gone; OSError: Asterisk unreachable.
+        with contextlib.suppress(AriError, OSError):
             await self.request(
                 "DELETE",
                 f"/applications/{quote(self.app, safe='')}/subscription",

@@ -169,8 +169,7 @@ class CallMedia:
                 await self.ari.destroy_bridge(self.bridge)
             self.bridge = None
         if self.subscribed:
-            with contextlib.suppress(OSError):
-                await self.ari.unsubscribe(f"channel:{self.target_channel}")
+            await self.ari.unsubscribe(f"channel:{self.target_channel}")
             self.subscribed = False
         if self.rtp is not None:
             self.rtp.close()
