@@ -23,8 +23,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.conftest import _bring_up
-from tests.e2e.conftest import ARI_AUTH, ARI_URL, REDIS_URL, SIP_PORT, WorkerProcess
+from tests.conftest import ARI_AUTH, ARI_URL, bring_up
+from tests.e2e.conftest import REDIS_URL, SIP_PORT, WorkerProcess
 from tests.telephony.analysis import first_loud_time, in_window, speech_frames
 from tests.telephony.sipp import two_leg_call
 from worker.client import SpeakingClient
@@ -97,7 +97,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    problem = _bring_up()
+    problem = bring_up()
     if problem:
         raise SystemExit(problem)
     workdir = Path(tempfile.mkdtemp(prefix="bench-latency-"))

@@ -86,7 +86,7 @@ unmount_root_if_unused() {
 
 ari_up() {
     local port=$((8088 + $1))
-    curl -fsS -o /dev/null -H "Authorization: Basic $(printf '%s:%s' "$ari_user" "$ari_password" | base64 -w0)" \
+    curl -fsS --max-time 3 -o /dev/null -H "Authorization: Basic $(printf '%s:%s' "$ari_user" "$ari_password" | base64 -w0)" \
         "http://127.0.0.1:$port/ari/asterisk/info" 2>/dev/null
 }
 
@@ -128,8 +128,9 @@ stop() {
     [[ -d "$root" ]] || return 0
     if [[ -f "$dir/pid" ]] && pid="$(cat "$dir/pid")" && kill -0 "$pid" 2>/dev/null; then
         log "stopping instance $n"
-        chroot "$root" /usr/sbin/asterisk -C "$(conf_of "$n")" -rx "core stop now" >/dev/null 2>&1 \
-            || kill "$pid" 2>/dev/null || true
+        # A wedged Asterisk may not answer its console either: give it 10 s, then signals.
+        timeout 10 chroot "$root" /usr/sbin/asterisk -C "$(conf_of "$n")" -rx "core stop now" \
+            >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     fi

@@ -6,12 +6,19 @@ websocket and are handed, in arrival order, to one synchronous callback: with no
 await between two events, events of a channel can never be handled out of order.
 The websocket reconnects with exponential backoff; ``on_connect`` runs after
 each (re)connection so the owner can resynchronise.
+
+The app never subscribes to everything (``subscribeAll``): closing such an app's
+websocket can deadlock Asterisk's ARI (asterisk/asterisk#2170, docs/media.md). The
+worker subscribes per channel instead. A connect that times out while REST still
+answers is that deadlock: the client reports it (``state`` is ``wedged``) and keeps
+retrying, since only an Asterisk restart clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import random
@@ -24,6 +31,18 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
+
+REQUEST_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+class AriState(enum.StrEnum):
+    """The events connection, as ``/healthz`` reports it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DOWN = "down"  # Asterisk does not answer at all
+    WEDGED = "wedged"  # REST answers, events connects hang: asterisk#2170
 
 
 class AriError(Exception):
@@ -54,12 +73,13 @@ class AriClient:
         self._http: aiohttp.ClientSession | None = None
         self._events_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self.state = AriState.CONNECTING
         self.reconnects = 0
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(
             headers={"Authorization": self._auth},
-            timeout=aiohttp.ClientTimeout(total=10),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         )
         self._events_task = asyncio.create_task(self._events_forever(), name="ari-events")
 
@@ -220,27 +240,61 @@ class AriClient:
         backoff = 0.1
         while True:
             try:
-                async with self._http.ws_connect(url, params=params, heartbeat=15) as ws:
-                    backoff = 0.1
-                    self.connected.set()
-                    log.info("ari events connected", extra={"app": self.app})
-                    if self._on_connect is not None:
-                        await self._on_connect()
-                    async for msg in ws:
-                        if msg.type is aiohttp.WSMsgType.TEXT:
-                            self._dispatch(msg.data)
-                        elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                            break
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    ws = await self._http.ws_connect(url, params=params, heartbeat=15)
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except TimeoutError:
+                await self._connect_timed_out()
+            except (aiohttp.ClientError, OSError) as exc:
+                self.state = AriState.DOWN
                 log.warning("ari events unavailable", extra={"error": type(exc).__name__})
-            except Exception:
-                log.exception("ari events handler failed")
+            else:
+                await self._serve(ws)
+                backoff = 0.1
             self.connected.clear()
             self.reconnects += 1
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
+
+    async def _connect_timed_out(self) -> None:
+        try:
+            await asyncio.wait_for(self.info(), timeout=3.0)
+        except (AriError, aiohttp.ClientError, OSError, TimeoutError):
+            self.state = AriState.DOWN
+            log.warning("ari events connect timed out; Asterisk does not answer")
+            return
+        self.state = AriState.WEDGED
+        log.error(
+            "ari events connect timed out while ARI REST answers: Asterisk's ARI is "
+            "deadlocked (asterisk/asterisk#2170); only an Asterisk restart clears it",
+            extra={"app": self.app},
+        )
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Read one connection's events until it closes."""
+        async with ws:
+            try:
+                self.state = AriState.CONNECTED
+                self.connected.set()
+                log.info("ari events connected", extra={"app": self.app})
+                if self._on_connect is not None:
+                    await self._on_connect()
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        self._dispatch(msg.data)
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+                log.warning("ari events connection closed", extra={"app": self.app})
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("ari events connection lost", extra={"error": type(exc).__name__})
+            except Exception:
+                log.exception("ari events handler failed")
+            finally:
+                self.connected.clear()
+                self.state = AriState.CONNECTING
 
     def _dispatch(self, raw: str) -> None:
         try:

@@ -42,6 +42,7 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
             {
                 "ready": worker.ready.is_set(),
                 "ari": worker.ari.connected.is_set(),
+                "ari_state": worker.ari.state.value,
                 "sessions": len(worker.runners),
             },
             status=200 if healthy else 503,

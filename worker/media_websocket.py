@@ -17,6 +17,8 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_S = 5.0
+
 
 class MediaWebsocket:
     """One media websocket. ``send`` never awaits: frames go through a queue to one
@@ -33,8 +35,10 @@ class MediaWebsocket:
     async def connect(
         cls, http: aiohttp.ClientSession, ari_url: str, connection_id: str
     ) -> MediaWebsocket:
+        """Raises TimeoutError if Asterisk does not complete the handshake in time."""
         base = ari_url.rstrip("/").removesuffix("/ari").replace("http", "ws", 1)
-        ws = await http.ws_connect(f"{base}/media/{connection_id}", protocols=("media",))
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            ws = await http.ws_connect(f"{base}/media/{connection_id}", protocols=("media",))
         return cls(ws)
 
     async def wait_started(self) -> None:

@@ -67,9 +67,11 @@ class Worker:
     # -- start and stop -----------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect and recover, then serve. Waits for as long as Asterisk is unreachable
+        (``/healthz`` says why meanwhile): a worker beside a down Asterisk has nothing to
+        do, and exiting would only need a human to start it again."""
         await self.ari.start()
-        async with asyncio.timeout(30):
-            await self.ari.connected.wait()
+        await self.ari.connected.wait()
         await self.store.ensure_group()
         await self._recover()
         self.pacer.start()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +12,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT
 from tests.e2e.conftest import REDIS_URL, WorkerProcess, free_port
+from tests.e2e.processes import ServiceProcess
 from worker.api.auth import KeyStore
 
 CUSTOMER = "cust-1"  # the owner the test calls carry (X-Customer-Id -> SPEAKING_CUSTOMER_ID)
@@ -30,8 +27,7 @@ class Api:
     base: str
     key: str
     other_key: str
-    process: asyncio.subprocess.Process
-    lines: list[str]
+    process: ServiceProcess
 
     async def call(
         self,
@@ -69,45 +65,22 @@ async def start_api(redis: Redis, log_path: Path, **env: str) -> Api:
     port = free_port()
     keys = KeyStore(redis)
     key, other_key = await keys.add(CUSTOMER), await keys.add(OTHER)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.api.main",
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "SPEAKING_API_PORT": str(port),
-            "SPEAKING_REDIS_URL": REDIS_URL,
-            "SPEAKING_API_DEFAULT_PROVIDER": "offline",
-            **env,
-        },
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines: list[str] = []
-    ready = asyncio.Event()
-
-    async def read() -> None:
-        assert process.stderr is not None
-        with log_path.open("w") as out:
-            async for raw in process.stderr:
-                line = raw.decode(errors="replace")
-                lines.append(line)
-                out.write(line)
-                if '"api ready"' in line:
-                    ready.set()
-
-    asyncio.get_running_loop().create_task(read())
-    async with asyncio.timeout(20):
-        await ready.wait()
-    return Api(f"http://127.0.0.1:{port}", key, other_key, process, lines)
+    environment = {
+        **os.environ,
+        "SPEAKING_API_PORT": str(port),
+        "SPEAKING_REDIS_URL": REDIS_URL,
+        "SPEAKING_API_DEFAULT_PROVIDER": "offline",
+        **env,
+    }
+    process = ServiceProcess("worker.api.main", log_path, environment, ready='"api ready"')
+    await process.start(within_s=20)
+    return Api(f"http://127.0.0.1:{port}", key, other_key, process)
 
 
 async def stop_api(api: Api) -> None:
-    api.process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(10):
-        assert await api.process.wait() == 0
-    assert not any(api.key in line or api.other_key in line for line in api.lines), "key in log"
+    assert await api.process.stop(within_s=10) == 0, api.process.tail()
+    lines = api.process.lines
+    assert not any(api.key in line or api.other_key in line for line in lines), "key in log"
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -17,15 +15,18 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import INSTANCE, REDIS_PORT, ROOT
-from tests.telephony.ari import Ari
+from tests.conftest import ARI_AUTH, ARI_URL, INSTANCE, REDIS_PORT
+from tests.e2e.processes import ServiceProcess
+from tests.telephony.ari import Ari, AriEvents
 from tests.telephony.sipp import TwoLegCall, two_leg_call
 from worker.client import SpeakingClient
 
 SIP_PORT = 5060 + 100 * INSTANCE
-ARI_URL = f"http://127.0.0.1:{8088 + INSTANCE}/ari"
-ARI_AUTH = ("speaking", "speaking-dev-secret")
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+#: Test clients of Redis: a frozen or stopped Redis must fail a test, not hang it (the
+#: read timeout is above every BLPOP/XREAD block the tests use).
+REDIS_SOCKET_TIMEOUT_S = 30.0
+REDIS_CONNECT_TIMEOUT_S = 5.0
 
 
 def free_port() -> int:
@@ -35,14 +36,13 @@ def free_port() -> int:
         return port
 
 
-class WorkerProcess:
+class WorkerProcess(ServiceProcess):
     """``speaking-worker`` as a child process, the way it is deployed."""
 
     def __init__(self, worker_id: str, log_path: Path, **env: str) -> None:
         self.worker_id = worker_id
-        self.log_path = log_path
         self.metrics_port = free_port()
-        self.env = {
+        environment = {
             **os.environ,
             "SPEAKING_WORKER_ID": worker_id,
             "SPEAKING_REDIS_URL": REDIS_URL,
@@ -52,53 +52,7 @@ class WorkerProcess:
             "SPEAKING_METRICS_PORT": str(self.metrics_port),
             **env,
         }
-        self.proc: asyncio.subprocess.Process | None = None
-        self._log_task: asyncio.Task[None] | None = None
-        self.lines: list[str] = []
-        self._ready = asyncio.Event()
-
-    async def start(self, within_s: float = 30.0) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "worker.daemon",
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self._log_task = asyncio.create_task(self._read_log())
-        try:
-            async with asyncio.timeout(within_s):
-                await self._ready.wait()
-        except TimeoutError:
-            raise AssertionError(
-                "worker did not get ready:\n" + "".join(self.lines[-30:])
-            ) from None
-
-    async def _read_log(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        with self.log_path.open("w") as out:
-            async for raw in self.proc.stderr:
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                out.write(line)
-                out.flush()
-                if '"worker ready"' in line:
-                    self._ready.set()
-
-    async def stop(self, sig: int = signal.SIGTERM, within_s: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        async with asyncio.timeout(within_s):
-            code = await self.proc.wait()
-        if self._log_task:
-            await self._log_task
-        return code
-
-    def errors(self) -> list[str]:
-        return [line for line in self.lines if '"level": "error"' in line]
+        super().__init__("worker.daemon", log_path, environment, ready='"worker ready"')
 
 
 @pytest.fixture(scope="session")
@@ -109,14 +63,18 @@ async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Work
     await process.start()
     yield process
     code = await process.stop()
-    assert code == 0, "worker did not exit cleanly on SIGTERM:\n" + "".join(process.lines[-30:])
+    assert code == 0, "worker did not exit cleanly on SIGTERM:\n" + process.tail()
     assert not process.errors(), "worker logged errors:\n" + "".join(process.errors())
     assert not any(ARI_AUTH[1] in line for line in process.lines), "a secret reached the logs"
 
 
 @pytest.fixture(scope="session")
 async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+    client = Redis.from_url(
+        REDIS_URL,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+    )
     yield client
     await client.aclose()
 
@@ -165,8 +123,10 @@ CallFactory = Callable[..., AbstractAsyncContextManager[TwoLegCall]]
 
 
 @pytest.fixture
-def call(tmp_path: Path) -> CallFactory:
-    """``async with call(codec="ulaw", duration_s=30) as c`` places a two-leg SIPp call."""
+def call(tmp_path: Path, harness_events: AriEvents) -> CallFactory:
+    """``async with call(codec="ulaw", duration_s=30) as c`` places a two-leg SIPp call,
+    watched through the session's harness app (a call on another Asterisk, given by
+    ``ari_url``, opens an app of its own)."""
 
     def place(**kwargs: Any) -> AbstractAsyncContextManager[TwoLegCall]:
         options: dict[str, Any] = {
@@ -176,7 +136,10 @@ def call(tmp_path: Path) -> CallFactory:
             "workdir": tmp_path,
             "duration_s": 30.0,
         }
-        return two_leg_call(**(options | kwargs))
+        options |= kwargs
+        if options["ari_url"] == ARI_URL:
+            options["events"] = harness_events
+        return two_leg_call(**options)
 
     return place
 

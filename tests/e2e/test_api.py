@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import ARI_AUTH, ARI_URL
 from tests.e2e.api_fixtures import Api, start_api, stop_api
-from tests.e2e.conftest import ARI_AUTH, ARI_URL, CallFactory
+from tests.e2e.conftest import CallFactory
 from tests.telephony.analysis import count_loud
-from tests.telephony.ari import Ari
+from tests.telephony.ari import Ari, AriEvents
 from tests.telephony.sipp import TwoLegCall
 
 pytestmark = pytest.mark.e2e
@@ -319,10 +320,10 @@ async def test_health_metrics_and_openapi_are_served_without_a_key(api: Api) -> 
             assert document["openapi"].startswith("3.") and "/v1.0/speakings" in document["paths"]
 
 
-async def test_unanswered_call_of_the_customer_is_409(api: Api) -> None:
+async def test_unanswered_call_of_the_customer_is_409(
+    api: Api, ari: Ari, harness_events: AriEvents
+) -> None:
     """A call of the customer that rings and is not answered yet: 409, with its state."""
-    ari = Ari(ARI_URL, ARI_AUTH)
-    events = await ari.events("ringing")  # registers the Stasis app the call would enter
     channel_id = f"ringing-{uuid.uuid4().hex[:8]}"
     try:
         # Originated with the owner variable already set (ARI sets variables on a channel
@@ -335,7 +336,7 @@ async def test_unanswered_call_of_the_customer_is_409(api: Api) -> None:
                 f"{ARI_URL}/channels",
                 params={
                     "endpoint": "Local/ring@from-caller",
-                    "app": "ringing",
+                    "app": harness_events.app,  # the app the call would enter if answered
                     "channelId": channel_id,
                 },
                 json={"variables": {"SPEAKING_CUSTOMER_ID": "cust-1"}},
@@ -347,8 +348,6 @@ async def test_unanswered_call_of_the_customer_is_409(api: Api) -> None:
         assert "not answered" in body["error"]["message"] and body["error"]["details"]["call_state"]
     finally:
         await ari.hangup(channel_id)
-        await events.close()
-        await ari.close()
 
 
 async def test_delete_of_a_live_session_stops_it_first(api: Api, call: CallFactory) -> None:

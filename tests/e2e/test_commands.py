@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from tests.e2e.conftest import CallFactory, WorkerProcess, create_fields
 from tests.e2e.test_call_path import HELLO, say, start_session, stop
-from tests.telephony.ari import Ari
+from tests.telephony.ari import Ari, AriEvents
 from worker.client import SpeakingClient
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,7 @@ async def test_second_create_on_a_call_names_the_existing_session(
 
 
 async def test_create_refused_for_missing_and_unanswered_calls(
-    client: SpeakingClient, call: CallFactory, ari: Ari
+    client: SpeakingClient, call: CallFactory, ari: Ari, harness_events: AriEvents
 ) -> None:
     async with call() as c:
         fields = create_fields(c)
@@ -51,10 +51,14 @@ async def test_create_refused_for_missing_and_unanswered_calls(
     # A call that rings and is never answered (dialplan extension "ring"). Not created with
     # /channels/create: hanging up such a never-dialled Local channel deadlocked Asterisk
     # 22.10's ARI websockets here (measured; see docs/media.md).
-    events = await ari.events("notup")  # registers the Stasis app the call would enter
+    # The harness app is the Stasis app the call would enter if it were answered.
     channel_id = f"notup-{uuid.uuid4().hex[:8]}"
     await ari.request(
-        "POST", "/channels", endpoint="Local/ring@from-caller", app="notup", channelId=channel_id
+        "POST",
+        "/channels",
+        endpoint="Local/ring@from-caller",
+        app=harness_events.app,
+        channelId=channel_id,
     )
     try:
         reply = await client.send(
@@ -65,7 +69,6 @@ async def test_create_refused_for_missing_and_unanswered_calls(
         assert reply["error"]["details"]["call_state"] in ("Down", "Ring", "Ringing")
     finally:
         await ari.hangup(channel_id)
-        await events.close()
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import asterisk_ctl
+from tests.conftest import ARI_AUTH, asterisk_ctl
 from tests.e2e.api_fixtures import Api
-from tests.e2e.conftest import ARI_AUTH, CallFactory, WorkerProcess, our_leftovers
+from tests.e2e.conftest import CallFactory, WorkerProcess, our_leftovers
 from tests.e2e.test_api import create, sse_until, wait_active
 from tests.telephony.analysis import count_loud
 from tests.telephony.ari import Ari

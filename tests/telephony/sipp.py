@@ -6,11 +6,14 @@
 
 A SIPp UAC calls Asterisk, whose dialplan Dial()s a SIPp UAS; both play quiet RTP
 for the whole call (whisper only mixes into flowing audio) and tcpdump records
-the RTP arriving at each SIPp's media port. Start order is capture, ARI events,
-UAS, UAC, so nothing is missed; the call is handed over once both channels are
-Up in one bridge and RTP reaches both parties. Leaving the block hangs up what
-is left over ARI, reaps both SIPps and tcpdump, and waits until Asterisk has
-destroyed the call's channels.
+the RTP arriving at each SIPp's media port. The call's channels are watched
+through a long-lived harness app subscribed to the SIP endpoints (never
+subscribeAll: see ari.py); pass the session's ``events`` to share one, otherwise
+the call opens an app of its own for its lifetime. Start order is capture, ARI
+events, UAS, UAC, so nothing is missed; the call is handed over once both
+channels are Up and RTP reaches both parties (so they are bridged). Leaving the
+block hangs up what is left over ARI, reaps both SIPps and tcpdump, and waits
+until Asterisk has destroyed the call's channels.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from .ari import Ari, AriEvents
+from .ari import Ari, AriError, AriEvents
 from .capture import RtpCapture, RtpPacket
 from .media import CODECS, CodecName
 from .rtp_pcap import write_rtp_pcap
@@ -56,8 +59,7 @@ class TwoLegCall:
         self.media_ports = media_ports
         self.caller_channel_id = ""
         self.callee_channel_id = ""
-        self.bridge_id = ""
-        self.setup_s = 0.0  # UAC start to both channels Up and bridged
+        self.setup_s = 0.0  # UAC start to both channels Up
         self.media_s = 0.0  # UAC start to RTP received by both parties
 
     @property
@@ -70,7 +72,7 @@ class TwoLegCall:
         return self.capture.packets(self.media_ports[party])
 
     def _our_channels(self) -> list[str]:
-        ids = {self.caller_channel_id, self.callee_channel_id} | self.events.stasis_channels
+        ids = (self.caller_channel_id, self.callee_channel_id)
         return [c for c in ids if c and self.events.alive(c)]
 
     def _find_legs(self) -> bool:
@@ -88,13 +90,9 @@ class TwoLegCall:
         if not self._find_legs():
             return False
         chans = self.events.channels
-        if any(
-            chans[c].get("state") != "Up" for c in (self.caller_channel_id, self.callee_channel_id)
-        ):
-            return False
-        bridge = self.events.bridge_of(self.caller_channel_id, self.callee_channel_id)
-        self.bridge_id = bridge["id"] if bridge else ""
-        return bridge is not None
+        return all(
+            chans[c].get("state") == "Up" for c in (self.caller_channel_id, self.callee_channel_id)
+        )
 
     async def _watch(
         self, what: str, condition: Coroutine[Any, Any, None], within_s: float
@@ -139,8 +137,9 @@ class TwoLegCall:
         try:
             self._find_legs()  # also when set-up failed half-way
             for cid in self._our_channels():
-                await self.ari.hangup(cid)
-            if not self.events.closed:
+                with contextlib.suppress(AriError):  # gone meanwhile
+                    await self.ari.hangup(cid)
+            if self.events.connected:
                 # Leftovers show in the caller's own check of GET /channels.
                 with contextlib.suppress(TimeoutError):
                     await self.events.wait_until(lambda: not self._our_channels(), 5.0)
@@ -159,8 +158,10 @@ async def two_leg_call(
     customer_id: str = "cust-1",
     workdir: Path | None = None,
     setup_timeout: float = 10.0,
+    events: AriEvents | None = None,
 ) -> AsyncIterator[TwoLegCall]:
-    """A live caller-Asterisk-callee call for `duration_s` (the UAC then sends BYE)."""
+    """A live caller-Asterisk-callee call for `duration_s` (the UAC then sends BYE).
+    ``events``: the session's long-lived harness app on that Asterisk, if there is one."""
     tag = "7" + "".join(random.choices("0123456789", k=11))
     base = Path(workdir) if workdir else Path("/tmp/speaking-harness")
     work = base / f"call-{tag}"
@@ -174,14 +175,16 @@ async def two_leg_call(
     uas_pcap = write_rtp_pcap(work / "uas_rtp.pcap", codec, seconds, tone_hz=None, seed=2)
     common = ["-i", "127.0.0.1", "-mi", "127.0.0.1", "-aa", "-timeout", f"{int(seconds)}s"]
 
-    ari = Ari(ari_url, ari_auth)
+    own_events = events is None
+    ari = Ari(ari_url, ari_auth) if events is None else events.ari
     capture = RtpCapture(work / "received.pcap", ports.values())
     uac, uas = SippProcess("uac", work), SippProcess("uas", work)
-    events: AriEvents | None = None
     call: TwoLegCall | None = None
     try:
         await capture.start()
-        events = await ari.events(f"harness-{tag}")
+        if events is None:
+            events = await ari.events(f"harness-{tag}")
+        await events.ready()
         call = TwoLegCall(tag, ari, events, capture, uac, uas, ports)
         await uas.start(
             "uas.xml",
@@ -206,7 +209,7 @@ async def two_leg_call(
             {**keys, "pcap": str(uac_pcap), "caller_number": tag, "customer_id": customer_id},
         )
         ready = events.wait_until(call._ready, setup_timeout)
-        await call._watch("both legs Up and bridged", ready, setup_timeout)
+        await call._watch("both legs Up", ready, setup_timeout)
         call.setup_s = time.monotonic() - started
         await call._watch("RTP at both parties", call._wait_media(), 5.0)
         call.media_s = time.monotonic() - started
@@ -220,6 +223,7 @@ async def two_leg_call(
                 await asyncio.gather(uac.stop(0.0), uas.stop(0.0))
                 await capture.stop()
         finally:
-            if events is not None:
-                await events.close()
-            await ari.close()
+            if own_events:
+                if events is not None:
+                    await events.close()
+                await ari.close()

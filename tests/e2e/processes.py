@@ -1,0 +1,95 @@
+"""The product's processes as test children: started the way they are deployed, their
+JSON log lines kept, ready when a given line appears, and never outliving the test
+run (a parent-death signal covers a killed run)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def child_command(*argv: str) -> list[str]:
+    """``argv`` with a parent-death signal: the child dies with the test process, however
+    that ends (the services' guardian covers Asterisk and Redis, see tests/conftest.py)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
+
+
+class ServiceProcess:
+    """``python -m <module>`` as a child; its stderr (JSON log lines) kept in ``lines``
+    and written to ``log_path``."""
+
+    def __init__(self, module: str, log_path: Path, env: Mapping[str, str], ready: str) -> None:
+        self.module = module
+        self.log_path = log_path
+        self.env = dict(env)
+        self._ready_line = ready
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._ready = asyncio.Event()
+        self._log_task: asyncio.Task[None] | None = None
+
+    async def start(self, within_s: float = 30.0) -> None:
+        """Start it and return once it logged its ready line; AssertionError (with the
+        log's tail) if it did not within ``within_s``, and the process is stopped."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *child_command(sys.executable, "-m", self.module),
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._log_task = asyncio.create_task(self._read_log(), name=f"log-{self.module}")
+        try:
+            async with asyncio.timeout(within_s):
+                await self._ready.wait()
+        except TimeoutError:
+            await self.stop(signal.SIGKILL)
+            raise AssertionError(
+                f"{self.module} did not get ready within {within_s} s:\n" + self.tail()
+            ) from None
+
+    async def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        with self.log_path.open("w") as out:
+            async for raw in self.proc.stderr:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                out.write(line)
+                out.flush()
+                if self._ready_line in line:
+                    self._ready.set()
+
+    async def stop(self, sig: int = signal.SIGTERM, within_s: float = 20.0) -> int:
+        """Send ``sig`` and reap; SIGKILL if it has not exited within ``within_s``.
+        Returns the exit status (negative: the signal that ended it)."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(within_s):
+                code = await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(
+                f"{self.module} did not exit within {within_s} s of signal {sig}:\n" + self.tail()
+            ) from None
+        if self._log_task:
+            async with asyncio.timeout(5):  # stderr ends with the process
+                await self._log_task
+        return code
+
+    def tail(self, lines: int = 30) -> str:
+        return "".join(self.lines[-lines:])
+
+    def errors(self) -> list[str]:
+        return [line for line in self.lines if '"level": "error"' in line]
