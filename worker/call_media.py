@@ -1,18 +1,26 @@
 """Asterisk resources that carry a session's audio into a call.
 
 For a call: a snoop channel on the referenced channel (whisper chosen from the
-direction), an external-media channel that receives our RTP, and a mixing
-bridge joining the two. Every resource id starts with the session's prefix so a
-sweep after a crash can find what a dead worker left behind.
+direction), an external-media channel that receives our audio, and a mixing bridge
+joining the two.
+
+Names: every resource id is ``speaking-<tag>-<speaking id>[-snoop|-media]``, where the
+tag names the deployment and the worker that made it (``resource_tag``). A sweep after
+a crash removes only resources whose tag it knows: its own, or a dead worker's of the
+same deployment; another deployment's channels on the same Asterisk are never touched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import aiohttp
 
 from worker.ari import AriClient, AriError
 from worker.direction import Whisper
@@ -25,7 +33,25 @@ log = logging.getLogger(__name__)
 #: Every channel and bridge the worker creates has an id starting with this.
 RESOURCE_PREFIX = "speaking-"
 SETUP_TIMEOUT_S = 5.0
-TEARDOWN_TIMEOUT_S = 2.0
+DESTROYED_WAIT_S = 2.0
+_RESOURCE = re.compile(r"^speaking-([0-9a-f]{8})-(.+?)(-snoop|-media)?$")
+#: What an unreachable, frozen or refusing Asterisk raises from a request.
+ARI_FAILURES = (AriError, aiohttp.ClientError, OSError, TimeoutError)
+
+
+def resource_tag(deployment: str, worker_id: str) -> str:
+    """Eight hex digits naming (deployment, worker) inside every resource id."""
+    return hashlib.sha256(f"{deployment}\0{worker_id}".encode()).hexdigest()[:8]
+
+
+def parse_resource(resource_id: str) -> tuple[str, str] | None:
+    """(tag, speaking id) of a channel or bridge id of ours, or None if it is not ours."""
+    match = _RESOURCE.match(resource_id)
+    return (match.group(1), match.group(2)) if match else None
+
+
+class TeardownIncomplete(Exception):
+    """Asterisk did not confirm that every resource is gone; ``teardown`` must be retried."""
 
 
 class ChannelWaiters:
@@ -48,31 +74,35 @@ class ChannelWaiters:
         if future is not None and not future.done():
             future.set_result(None)
 
-    async def hang_up_all(self, ari: AriClient, channel_ids: list[str]) -> None:
-        """Hang up channels and wait until Asterisk has destroyed them (hangup is
-        asynchronous in Asterisk: a 204 only means the hangup was requested)."""
-        # StasisEnd comes while the channel still exists; only ChannelDestroyed means it is
-        # gone, and Asterisk sends it only to apps subscribed to the channel explicitly.
-        gone = [self.expect("ChannelDestroyed", c) for c in channel_ids]
+
+async def destroy_channel(ari: AriClient, waiters: ChannelWaiters, channel_id: str) -> bool:
+    """Hang a channel up and return True once Asterisk confirms it is gone (a hangup is
+    asynchronous in Asterisk: a 204 only means it was requested). False if that could not
+    be confirmed (Asterisk unreachable, frozen, or slow): try again later."""
+    # StasisEnd comes while the channel still exists; only ChannelDestroyed means it is
+    # gone, and Asterisk sends it only to apps subscribed to the channel explicitly.
+    gone = waiters.expect("ChannelDestroyed", channel_id)
+    try:
+        with contextlib.suppress(*ARI_FAILURES):  # already gone, or Asterisk is
+            await ari.subscribe(f"channel:{channel_id}")
         try:
-            for channel_id, future in zip(channel_ids, gone, strict=True):
-                with contextlib.suppress(AriError, OSError):  # already gone, or Asterisk is
-                    await ari.subscribe(f"channel:{channel_id}")
-                try:
-                    existed = await ari.hangup(channel_id)
-                except (AriError, OSError) as exc:
-                    log.warning("hangup failed", extra={"channel": channel_id, "error": str(exc)})
-                    existed = False
-                if not existed and not future.done():
-                    future.set_result(None)
-            async with asyncio.timeout(TEARDOWN_TIMEOUT_S):
-                await asyncio.gather(*gone)
+            if not await ari.hangup(channel_id):
+                return True  # 404: not there
+            async with asyncio.timeout(DESTROYED_WAIT_S):
+                await gone
+            return True
         except TimeoutError:
-            log.warning("channels not destroyed in time", extra={"channels": ",".join(channel_ids)})
-        finally:
-            for channel_id in channel_ids:
-                self.forget("ChannelDestroyed", channel_id)
-                await ari.unsubscribe(f"channel:{channel_id}")
+            pass  # no event (websocket down?): ask
+        except ARI_FAILURES as exc:
+            log.warning("hangup failed", extra={"channel": channel_id, "error": str(exc)[:200]})
+            return False
+        try:
+            return await ari.get_channel(channel_id) is None
+        except ARI_FAILURES:
+            return False
+    finally:
+        waiters.forget("ChannelDestroyed", channel_id)
+        await ari.unsubscribe(f"channel:{channel_id}")
 
 
 @dataclass
@@ -81,7 +111,7 @@ class CallMedia:
 
     ari: AriClient
     waiters: ChannelWaiters
-    session_prefix: str
+    session_prefix: str  # speaking-<tag>-<speaking id>
     target_channel: str
     rtp: RtpSocket | None = None
     media_ws: MediaWebsocket | None = None
@@ -109,10 +139,10 @@ class CallMedia:
         """Create snoop + external media + bridge; returns the format actually used.
         slin16 goes over a media websocket (RTP external media cannot receive it); if
         this Asterisk has no chan_websocket, the session falls back to mu-law over RTP.
-        On failure, whatever exists is left recorded in ``self`` for ``teardown``
-        (which the caller always runs)."""
-        await self.ari.subscribe(f"channel:{self.target_channel}")
+        Each resource is recorded *before* the request that creates it, so ``teardown``
+        (which the caller always runs on failure or cancellation) finds everything."""
         self.subscribed = True
+        await self.ari.subscribe(f"channel:{self.target_channel}")
         waiters = self.waiters
         snoop_in = waiters.expect("StasisStart", self.snoop_id)
         media_in = waiters.expect("StasisStart", self.media_id)
@@ -161,49 +191,31 @@ class CallMedia:
         )
 
     async def teardown(self) -> None:
-        """Remove every resource; safe to call twice and after a partial setup."""
-        channels, self.channels = self.channels, []
-        await self.waiters.hang_up_all(self.ari, channels)
-        if self.bridge is not None:
-            with contextlib.suppress(AriError, OSError):
-                await self.ari.destroy_bridge(self.bridge)
-            self.bridge = None
-        if self.subscribed:
-            await self.ari.unsubscribe(f"channel:{self.target_channel}")
-            self.subscribed = False
+        """Remove every resource, keeping what could not be confirmed gone for the next
+        try. Safe to call again and after a partial setup.
+
+        Raises TeardownIncomplete while Asterisk has not confirmed all of it.
+        """
+        # No more audio, whatever Asterisk says: the sockets close first.
         if self.rtp is not None:
             self.rtp.close()
             self.rtp = None
         if self.media_ws is not None:
             await self.media_ws.close()
             self.media_ws = None
-
-
-def session_of(resource_id: str) -> str | None:
-    """The speaking id a channel or bridge id of ours belongs to, or None if not ours."""
-    if not resource_id.startswith(RESOURCE_PREFIX):
-        return None
-    rest = resource_id[len(RESOURCE_PREFIX) :]
-    for suffix in ("-snoop", "-media"):
-        if rest.endswith(suffix):
-            return rest[: -len(suffix)]
-    return rest
-
-
-async def sweep_leftovers(
-    ari: AriClient, waiters: ChannelWaiters, is_orphan: Callable[[str], Awaitable[bool]]
-) -> int:
-    """Remove channels and bridges of ours whose session is orphaned (stopped, unknown, or
-    owned by this worker before a crash). Sessions live on another worker are left alone."""
-    channels: list[str] = []
-    for channel in await ari.list_channels():
-        speaking_id = session_of(str(channel.get("id", "")))
-        if speaking_id is not None and await is_orphan(speaking_id):
-            channels.append(channel["id"])
-    await waiters.hang_up_all(ari, channels)
-    bridges = 0
-    for bridge in await ari.list_bridges():
-        speaking_id = session_of(str(bridge.get("id", "")))
-        if speaking_id is not None and await is_orphan(speaking_id):
-            bridges += await ari.destroy_bridge(bridge["id"])
-    return len(channels) + bridges
+        self.channels = [
+            c for c in self.channels if not await destroy_channel(self.ari, self.waiters, c)
+        ]
+        if self.bridge is not None:
+            try:
+                await self.ari.destroy_bridge(self.bridge)  # False (404): already gone
+                self.bridge = None
+            except ARI_FAILURES as exc:
+                log.warning("bridge not destroyed", extra={"error": str(exc)[:200]})
+        if self.channels or self.bridge is not None:
+            raise TeardownIncomplete(
+                f"not confirmed gone: {', '.join([*self.channels, *filter(None, [self.bridge])])}"
+            )
+        if self.subscribed:
+            await self.ari.unsubscribe(f"channel:{self.target_channel}")
+            self.subscribed = False

@@ -32,6 +32,11 @@ class Settings:
     wideband_websocket: bool = True
     #: Prefer the fast espeak-ng voice over piper for the offline provider's default.
     offline_default_voice: str = "en_US-joe-medium"
+    #: Initiating/active sessions at once; a create past it is refused ``unavailable``.
+    max_sessions: int = 500
+    #: Says queued or playing per session, and their characters; past it ``limit_exceeded``.
+    max_queued_says: int = 50
+    max_queued_chars: int = 20_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

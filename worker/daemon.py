@@ -18,7 +18,7 @@ from worker.engines.registry import EngineRegistry
 from worker.metrics import Registry
 from worker.model import Provider
 from worker.store import Keys, Store
-from worker.worker import Worker
+from worker.worker import Worker, WorkerIdInUse
 
 log = logging.getLogger("worker.daemon")
 
@@ -37,15 +37,17 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
         )
 
     async def healthz(_request: web.Request) -> web.Response:
-        healthy = worker.ready.is_set() and worker.ari.connected.is_set()
         return web.json_response(
             {
                 "ready": worker.ready.is_set(),
                 "ari": worker.ari.connected.is_set(),
                 "ari_state": worker.ari.state.value,
-                "sessions": len(worker.runners),
+                "redis": worker.redis_ok,
+                "dead_tasks": sorted(worker.supervisor.dead),
+                "task_deaths": worker.supervisor.deaths,
+                "sessions": sum(1 for r in worker.runners.values() if r.live),
             },
-            status=200 if healthy else 503,
+            status=200 if worker.healthy else 503,
         )
 
     app = web.Application()
@@ -57,8 +59,10 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
     return runner
 
 
-async def run(settings: Settings) -> None:
-    redis = Redis.from_url(settings.redis_url)
+async def run(settings: Settings) -> int:
+    # Timeouts: a frozen Redis must fail a call, not hang it (the command reader blocks
+    # for 1 s at a time, well inside the read timeout).
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
     worker = Worker(
         settings,
         Store(redis, settings.worker_id, Keys(settings.redis_prefix)),
@@ -72,19 +76,41 @@ async def run(settings: Settings) -> None:
     log.info("worker starting", extra={"settings": str(settings.redacted())})
     # /healthz answers 503 until the worker is ready, so serve it first.
     http = await serve_metrics(worker, settings)
-    await worker.start()
-    await stop.wait()
-    log.info("worker shutting down")
-    await worker.shutdown()
-    if http:
-        await http.cleanup()
-    await redis.aclose()
+    code = 0
+    try:
+        if await _start_unless_stopped(worker, stop):
+            await stop.wait()
+        log.info("worker shutting down")
+        await worker.shutdown()
+    except WorkerIdInUse as exc:
+        log.error("worker could not start", extra={"error": str(exc)})
+        await worker.ari.close()
+        code = 1
+    finally:
+        if http:
+            await http.cleanup()
+        await redis.aclose()
+    return code
+
+
+async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
+    """Start the worker; False if a signal came first (the start is abandoned)."""
+    starting = asyncio.create_task(worker.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()  # raises WorkerIdInUse
+        return True
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    return False
 
 
 def main() -> None:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    asyncio.run(run(settings))
+    raise SystemExit(asyncio.run(run(settings)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ class ErrorCode(enum.StrEnum):
     INVALID = "invalid_argument"  # 400: the command itself is wrong
     NOT_FOUND = "not_found"  # 404: no such session (or deleted)
     CONFLICT = "conflict"  # 409: the session or the call is not in a state that allows it
-    UNAVAILABLE = "unavailable"  # 503: Asterisk or the engine could not be reached
+    LIMIT = "limit_exceeded"  # 429: a bound was reached (queued says, event streams)
+    UNAVAILABLE = "unavailable"  # 503: Asterisk, Redis or capacity: try again later
+    INTERNAL = "internal_error"  # 500: a bug; the command was answered, not lost
 
 
 @dataclass
@@ -43,3 +45,11 @@ def invalid(message: str, allowed: list[str] | None = None) -> CommandError:
 
 def conflict(message: str, **details: str) -> CommandError:
     return CommandError(ErrorCode.CONFLICT, message, details=details)
+
+
+def limit(message: str, **details: str) -> CommandError:
+    return CommandError(ErrorCode.LIMIT, message, details=details)
+
+
+def unavailable(message: str) -> CommandError:
+    return CommandError(ErrorCode.UNAVAILABLE, message)

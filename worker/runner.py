@@ -1,8 +1,19 @@
-"""Runs one live session: its commands in order, its media, its player.
+"""Carries out one session's protocol (worker/session.py) against ARI, Redis and audio.
 
-One task per session (never per frame). Commands for a session are applied in
-the order they were read from the stream; a hangup noticed from ARI enters the
-same inbox, so a stop can never overtake a say that came before it.
+One runner task per session id, and never per frame. It takes the session's commands in
+stream order, feeds them to the protocol, and carries out the actions that come back;
+outcomes (the media came up, a teardown step failed, a segment finished) are fed back
+in as inputs through the same inbox, so the protocol sees one ordered history.
+
+Concurrency invariants:
+* Only this task calls ``protocol.handle``; the clock tick and ARI dispatch only post to
+  the inbox (never await), so a tick is never slowed by a session's I/O.
+* Long actions (building the media path, teardown steps) run as background tasks that
+  post their outcome; meanwhile commands are still answered (say while initiating is
+  refused at once, a second stop waits for the first). At most one of them runs at a
+  time, and the teardown of the media first waits for its build to end.
+* Redis writes are retried through an outage; ARI steps of a teardown are retried, as the
+  protocol says, until Asterisk confirms.
 """
 
 from __future__ import annotations
@@ -10,25 +21,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-import aiohttp
-
-from worker.ari import AriError
-from worker.call_media import RESOURCE_PREFIX, CallMedia
-from worker.commands import AnyCommand, Create, Delete, Flush, Say, Stop
+from worker.ari import AriClient
+from worker.call_media import ARI_FAILURES, CallMedia, ChannelWaiters
+from worker.commands import Create
 from worker.direction import whisper_for
-from worker.errors import CommandError, ErrorCode, conflict
+from worker.engines.base import Engine, Voice
+from worker.engines.registry import EngineRegistry
+from worker.errors import CommandError, ErrorCode, conflict, unavailable
 from worker.events import Event, EventType
-from worker.media_format import media_format_for
-from worker.model import ReferenceType, Speaking, Status, StopReason
+from worker.media_format import MediaFormat, media_format_for
+from worker.metrics import Registry
+from worker.model import ReferenceType
+from worker.pacer import Pacer
 from worker.player import Player, Segment, SegmentProblem
 from worker.playout import Playout, PlayoutEvent, PlayoutEventKind
-from worker.session import SessionState
-
-if TYPE_CHECKING:
-    from worker.worker import Worker
+from worker.redis_retry import retry_through_outage
+from worker.session import Limits, ProtocolViolation, SessionProtocol
+from worker.session_messages import (
+    Action,
+    BuildMedia,
+    CallChecked,
+    CheckCall,
+    ClaimLock,
+    Enqueue,
+    Flushed,
+    FlushPlayback,
+    Input,
+    InternalError,
+    LockClaimed,
+    Persist,
+    Publish,
+    Received,
+    Reply,
+    SegmentEvent,
+    SessionCommand,
+    SetupDone,
+    SetupFailed,
+    StartPlayback,
+    Step,
+    StepDone,
+    StepFailed,
+    TearDown,
+)
+from worker.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,266 +81,387 @@ class Inbound:
     """A command read from the stream, to be answered and acknowledged once applied."""
 
     entry_id: str
-    command: AnyCommand
+    command: SessionCommand
+
+
+@dataclass
+class SessionServices:
+    """What runners need from their worker: narrow interfaces, never the worker itself."""
+
+    store: Store
+    ari: AriClient
+    waiters: ChannelWaiters
+    engines: EngineRegistry
+    pacer: Pacer
+    metrics: Registry
+    emit: Callable[[Event], None]
+    resource_tag: str
+    rtp_host: str
+    wideband_websocket: bool
+    limits: Limits
+    #: Why a new session cannot be admitted now (capacity), or None.
+    admit: Callable[[], CommandError | None]
 
 
 class SessionRunner:
-    """The live half of a session: state, Asterisk resources, playback."""
+    """The live half of one session id: its protocol, Asterisk resources and playback."""
 
-    def __init__(self, worker: Worker, create: Create) -> None:
-        self.worker = worker
-        self.create = create
-        self.state = SessionState(
-            Speaking(
-                id=create.speaking_id,
-                customer_id=create.customer_id,
-                reference_type=create.reference_type.value,
-                reference_id=create.reference_id,
-                language=create.language,
-                provider=create.provider.value,
-                voice_id=create.voice_id,
-                direction=create.direction.value,
-            )
-        )
-        self.inbox: asyncio.Queue[Inbound | StopReason] = asyncio.Queue()
-        self.media = CallMedia(
-            worker.ari,
-            worker.waiters,
-            f"{RESOURCE_PREFIX}{create.speaking_id}",
-            create.reference_id,
-        )
+    def __init__(
+        self,
+        speaking_id: str,
+        services: SessionServices,
+        on_done: Callable[[SessionRunner, list[Inbound]], None],
+    ) -> None:
+        self.speaking_id = speaking_id
+        self.services = services
+        self._on_done = on_done
+        self._inbox: deque[Inbound | Input] = deque()
+        self._wake = asyncio.Event()
+        self.pending_commands = 0  # commands posted and not yet taken (bounded by the worker)
+        self.protocol: SessionProtocol | None = None
+        self._loaded = False
+        self._engine: Engine | None = None
+        self._voice: Voice | None = None
+        self.media: CallMedia | None = None
+        self._format: MediaFormat | None = None
         self.playout: Playout | None = None
         self.player: Player | None = None
-        self.hangup_seen = False
+        self._build: asyncio.Task[None] | None = None
+        self._step: asyncio.Task[None] | None = None
         self._said: dict[str, float] = {}  # segment id -> when its say was applied
-        self._reference_key = worker.store.keys.reference(
-            create.reference_type.value, create.reference_id
+
+    # -- what the worker sees ---------------------------------------------------------------
+
+    def post(self, item: Inbound | Input) -> None:
+        """Queue a command or an outcome. Never awaits: callable from the clock tick."""
+        if isinstance(item, Inbound):
+            self.pending_commands += 1
+        self._inbox.append(item)
+        self._wake.set()
+
+    @property
+    def live(self) -> bool:
+        return self.protocol is not None and self.protocol.live
+
+    def channel_ids(self, create: Create) -> tuple[str, ...]:
+        """Channels whose end means the session must stop."""
+        prefix = self._prefix()
+        return (create.reference_id, f"{prefix}-snoop", f"{prefix}-media")
+
+    def existing_channels(self) -> list[str]:
+        """The call's channel and those of ours that were created (not those being made)."""
+        if self.protocol is None:
+            return []
+        made = self.media.channels if self.media is not None else []
+        done = self._build is None or self._build.done()
+        return [self.protocol.speaking.reference_id, *(made if done else [])]
+
+    @property
+    def reference_key(self) -> str | None:
+        """The Redis key of the call lock this session holds (None before a create)."""
+        if self.protocol is None:
+            return None
+        speaking = self.protocol.speaking
+        return self.services.store.keys.reference(
+            speaking.reference_type.value, speaking.reference_id
         )
 
-    @property
-    def speaking_id(self) -> str:
-        return self.create.speaking_id
+    def _prefix(self) -> str:
+        return f"speaking-{self.services.resource_tag}-{self.speaking_id}"
 
-    @property
-    def channel_ids(self) -> tuple[str, ...]:
-        """Channels whose end means the session must stop."""
-        return (self.create.reference_id, self.media.snoop_id, self.media.media_id)
+    # -- the task -----------------------------------------------------------------------------
 
-    def channel_gone(self) -> None:
-        """ARI says the call or one of our channels ended. Called from the event
-        dispatcher: must not await (it queues a stop behind earlier commands)."""
-        if not self.hangup_seen and self.state.status is not Status.STOPPED:
-            self.hangup_seen = True
-            self.inbox.put_nowait(StopReason.HANGUP)
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    async def run(self, first: Inbound) -> None:
+    async def run(self) -> None:
+        leftovers: list[Inbound] = []
         try:
-            if await self._start(first):
-                while self.state.status is not Status.STOPPED:
-                    item = await self.inbox.get()
-                    if isinstance(item, StopReason):
-                        await self._stop(item)
-                    else:
-                        await self._apply(item)
-        except asyncio.CancelledError:
-            await self._stop(StopReason.SHUTDOWN)
-            raise
+            while True:
+                while not self._inbox:
+                    self._wake.clear()
+                    await self._wake.wait()
+                item = self._inbox.popleft()
+                if isinstance(item, Inbound):
+                    self.pending_commands -= 1
+                    await self._command(item)
+                else:
+                    await self._feed(item)
+                # Checked and unregistered (on_done, below) with no await in between, so
+                # nothing is ever posted to a runner that has finished.
+                if self._finished() and not self._inbox:
+                    break
         except Exception:
-            log.exception("session failed", extra={"speaking_id": self.speaking_id})
-            await self._stop(StopReason.SETUP_FAILED)
+            log.exception("session runner failed", extra={"speaking_id": self.speaking_id})
         finally:
-            await self.worker.runner_done(self)
+            for task in (self._build, self._step):
+                if task is not None:
+                    task.cancel()
+            leftovers = [i for i in self._inbox if isinstance(i, Inbound)]
+            self._on_done(self, leftovers)
 
-    async def _start(self, first: Inbound) -> bool:
-        """Validate against the live call, take the call's lock, answer the create,
-        then build the media path. False if the create was refused."""
-        create = self.create
-        try:
-            engine, voice = self.worker.engines.resolve(
-                create.provider, create.language, create.voice_id
+    def _finished(self) -> bool:
+        busy = any(t is not None and not t.done() for t in (self._build, self._step))
+        return not busy and (self.protocol is None or self.protocol.finished)
+
+    async def _command(self, inbound: Inbound) -> None:
+        command = inbound.command
+        store = self.services.store
+        previous = await retry_through_outage(lambda: store.result_of(command.command_id))
+        if previous is not None:  # a replay: the original answer, and nothing changes
+            await retry_through_outage(
+                lambda: store.finish_command(command.command_id, previous, inbound.entry_id)
             )
-            if create.reference_type is not ReferenceType.CALL:
+            return
+        try:
+            if not self._loaded:
+                refusal = await self._load(inbound)
+                if refusal is not None:
+                    await self._reply(Reply(inbound.entry_id, command.command_id, refusal))
+                    return
+            if self.protocol is None:
+                record = await retry_through_outage(lambda: store.load(self.speaking_id)) or {}
+                error = conflict(
+                    f"speaking {self.speaking_id} is run by worker {record.get('worker_id', '?')}"
+                )
+                await self._reply(_refusal(inbound, error))
+                return
+            await self._feed(Received(inbound.entry_id, command))
+        except Exception as exc:  # answered, whatever went wrong: a command is never lost
+            log.exception("command failed", extra={"speaking_id": self.speaking_id})
+            error = CommandError(
+                ErrorCode.INTERNAL, f"the worker failed to apply the command ({type(exc).__name__})"
+            )
+            await self._reply(_refusal(inbound, error))
+
+    async def _load(self, inbound: Inbound) -> dict[str, Any] | None:
+        """Set up the protocol from the first command: a new session for a create of an
+        unknown id, else the stored record's rules. A refusal body if the create is invalid
+        here (capacity, provider, voice)."""
+        self._loaded = True
+        services = self.services
+        record = await retry_through_outage(lambda: services.store.load(self.speaking_id))
+        command = inbound.command
+        if record or not isinstance(command, Create):
+            self.protocol = SessionProtocol.restore(self.speaking_id, record or {})
+            return None
+        try:
+            if (refused := services.admit()) is not None:
+                raise refused
+            self._engine, self._voice = services.engines.resolve(
+                command.provider, command.language, command.voice_id
+            )
+            if command.reference_type is not ReferenceType.CALL:
                 raise CommandError(
                     ErrorCode.INVALID,
                     "reference_type confbridge is not supported by this worker yet; use call",
                     ["call"],
                 )
-            await self._check_call()
-            holder = await self.worker.store.claim_reference(self._reference_key, self.speaking_id)
-            if holder is not None:
-                raise conflict(
-                    f"speaking {holder} is already initiating or active on call "
-                    f"{create.reference_id}; stop it first",
-                    existing_speaking_id=holder,
-                )
         except CommandError as exc:
-            await self.worker.reply_error(first.entry_id, create.command_id, exc)
-            return False
-        except (AriError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            await self.worker.reply_error(first.entry_id, create.command_id, _unavailable(exc))
-            return False
-        # voice_id stays as asked ("" = the provider's default, as the public document
-        # shows); the voice actually used is recorded beside it.
-        await self.worker.store.save(self.state.speaking, voice=voice.voice_id)
-        await self.worker.reply_ok(first.entry_id, create.command_id, self.state.speaking)
+            return {"ok": False, "command_id": command.command_id, "error": exc.to_dict()}
+        self.protocol = SessionProtocol.for_create(command, limits=services.limits)
+        self.media = CallMedia(services.ari, services.waiters, self._prefix(), command.reference_id)
+        return None
 
-        started = time.monotonic()
-        try:
-            native = await self.worker.ari.get_variable(
-                create.reference_id, "CHANNEL(audionativeformat)"
-            )
-            fmt = media_format_for(
-                native or "", transport_carries_slin16=self.worker.settings.wideband_websocket
-            )
-            fmt, _ = await asyncio.gather(
-                self.media.setup(
-                    whisper_for(create.direction),
-                    fmt,
-                    self.worker.settings.rtp_host,
-                ),
-                engine.prepare(voice),
-            )
-        except Exception as exc:
-            reason = StopReason.HANGUP if self.hangup_seen else StopReason.SETUP_FAILED
-            log.warning(
-                "session setup failed",
-                extra={"speaking_id": self.speaking_id, "error": str(exc)[:200]},
-            )
-            await self._stop(reason, error=str(exc)[:200])
-            return False
-        if not self.state.activate():
-            return False
-        self.playout = Playout(
-            fmt, self.media.send, self._on_playout, time.monotonic, rtp=self.media.rtp is not None
-        )
-        self.player = Player(engine, voice, self.playout, self._on_segment_problem)
-        self.player.start()
-        self.worker.pacer.add(self.playout)
-        setup_ms = (time.monotonic() - started) * 1000
-        self.worker.metrics.observe("speaking_setup_seconds", setup_ms / 1000)
-        await self.worker.store.save(self.state.speaking, media_format=fmt.asterisk_name)
-        self.worker.emit(
-            Event(
-                EventType.SPEAKING_STARTED,
-                self.speaking_id,
-                {"setup_ms": f"{setup_ms:.1f}", "media_format": fmt.asterisk_name},
-            )
-        )
-        return True
+    # -- feeding the protocol ---------------------------------------------------------------
 
-    async def _check_call(self) -> None:
-        # Without the events websocket the app is not registered in Asterisk (after an
-        # Asterisk restart, until the reconnect): give it a moment, then refuse clearly.
+    async def _feed(self, event: Input) -> None:
+        assert self.protocol is not None
+        log.debug("input", extra={"speaking_id": self.speaking_id, "input": repr(event)[:200]})
         try:
+            actions = self.protocol.handle(event)
+        except ProtocolViolation:
+            log.exception("protocol violation", extra={"speaking_id": self.speaking_id})
+            if isinstance(event, Received):
+                error = CommandError(ErrorCode.INTERNAL, "the worker could not apply the command")
+                await self._reply(_refusal(Inbound(event.entry_id, event.command), error))
+            return
+        for action in actions:
+            try:
+                await self._do(action)
+            except Exception as exc:
+                if isinstance(action, Reply):
+                    raise  # the caller answers with internal_error
+                log.exception("action failed", extra={"action": type(action).__name__})
+                self.post(InternalError(f"{type(action).__name__}: {type(exc).__name__}"))
+
+    async def _do(self, action: Action) -> None:
+        log.debug("action", extra={"speaking_id": self.speaking_id, "action": repr(action)[:200]})
+        services = self.services
+        match action:
+            case CheckCall():
+                await self._feed(CallChecked(await self._check_call()))
+            case ClaimLock():
+                key = self.reference_key
+                assert key is not None
+                holder = await retry_through_outage(
+                    lambda: services.store.claim_reference(key, self.speaking_id)
+                )
+                await self._feed(LockClaimed(holder))
+            case Persist(record, extra):
+                if self._voice is not None:
+                    extra = {"voice": self._voice.voice_id, **extra}
+                await retry_through_outage(lambda: services.store.save(record, **extra))
+            case Reply():
+                await self._reply(action)
+            case Publish(kind, data):
+                services.emit(Event(kind, self.speaking_id, data))
+            case BuildMedia():
+                self._build = asyncio.create_task(self._build_media(), name="session-setup")
+            case StartPlayback():
+                self._start_playback()
+            case Enqueue(segment_id, text):
+                assert self.player is not None
+                self._said[segment_id] = time.monotonic()
+                self.player.enqueue(Segment(segment_id, text))
+            case FlushPlayback(entry_id, command_id):
+                assert self.player is not None
+                flushed = await self.player.flush()
+                await self._feed(Flushed(entry_id, command_id, tuple(flushed)))
+            case TearDown():
+                self._step = asyncio.create_task(self._teardown(action), name="session-teardown")
+
+    async def _reply(self, reply: Reply) -> None:
+        body = reply.body
+        outcome = "ok" if body.get("ok") else str(body.get("error", {}).get("code", "?"))
+        self.services.metrics.inc("speaking_commands_total", outcome=outcome)
+        if not body.get("ok"):
+            log.info(
+                "command refused",
+                extra={"command_id": reply.command_id, "error": body.get("error", {})},
+            )
+        store = self.services.store
+        await retry_through_outage(
+            lambda: store.finish_command(reply.command_id, body, reply.entry_id)
+        )
+
+    # -- actions that talk to Asterisk --------------------------------------------------------
+
+    async def _check_call(self) -> CommandError | None:
+        assert self.protocol is not None
+        ari, reference = self.services.ari, self.protocol.speaking.reference_id
+        try:
+            # Without the events websocket the app is not registered in Asterisk (after an
+            # Asterisk restart, until the reconnect): give it a moment, then refuse clearly.
             async with asyncio.timeout(ARI_WAIT_S):
-                await self.worker.ari.connected.wait()
-        except TimeoutError:
-            raise CommandError(
-                ErrorCode.UNAVAILABLE, "Asterisk is not reachable from the worker; try again"
-            ) from None
-        channel = await self.worker.ari.get_channel(self.create.reference_id)
+                await ari.connected.wait()
+            channel = await ari.get_channel(reference)
+        except ARI_FAILURES as exc:
+            return unavailable(f"Asterisk did not answer ({type(exc).__name__}); try again")
         if channel is None:
-            raise CommandError(
-                ErrorCode.NOT_FOUND,
-                f"call {self.create.reference_id} does not exist on this Asterisk",
-            )
+            return CommandError(ErrorCode.NOT_FOUND, f"call {reference} does not exist here")
         if channel.get("state") != "Up":
-            raise conflict(
-                f"call {self.create.reference_id} is not answered (state {channel.get('state')}); "
+            return conflict(
+                f"call {reference} is not answered (state {channel.get('state')}); "
                 "a speaking session needs a call in progress (Up)",
                 call_state=str(channel.get("state")),
             )
+        return None
 
-    async def _stop(self, reason: StopReason, error: str = "") -> None:
-        """Silence, tear down everything created in Asterisk, record, announce."""
-        if not self.state.stop(reason):
-            return
-        if self.playout is not None:
-            self.worker.pacer.remove(self.playout)
-            self.worker.metrics.inc("speaking_frames_sent_total", self.playout.frames_sent)
-        if self.player is not None:
-            await self.player.close(reason.value)
-        await self.media.teardown()
-        await self.worker.store.save(self.state.speaking, stop_reason=reason.value)
-        await self.worker.store.release_reference(self._reference_key, self.speaking_id)
-        data = {"reason": reason.value} | ({"error": error} if error else {})
-        self.worker.emit(Event(EventType.SPEAKING_STOPPED, self.speaking_id, data))
-
-    # -- commands -----------------------------------------------------------------------
-
-    async def _apply(self, inbound: Inbound) -> None:
-        command = inbound.command
+    async def _build_media(self) -> None:
+        assert self.protocol is not None and self.media is not None
+        assert self._engine is not None and self._voice is not None
+        services, speaking = self.services, self.protocol.speaking
+        started = time.monotonic()
         try:
-            extra: dict[str, object] = {}
-            match command:
-                case Say():
-                    self.state.require_active("say")
-                    extra["segment_id"] = self._say(command)
-                case Flush():
-                    self.state.require_active("flush")
-                    assert self.player is not None
-                    extra["flushed"] = await self.player.flush()
-                case Stop():
-                    await self._stop(StopReason.STOP)
-                case Delete():
-                    await self._stop(StopReason.DELETE)
-                    self.state.delete()
-                    await self.worker.store.save(self.state.speaking)
-                case Create():
-                    pass  # a repeated create for this session: answer with its state
-        except CommandError as exc:
-            await self.worker.reply_error(inbound.entry_id, command.command_id, exc)
+            native = await services.ari.get_variable(
+                speaking.reference_id, "CHANNEL(audionativeformat)"
+            )
+            fmt = media_format_for(native or "", services.wideband_websocket)
+            # Both or neither: if one fails the other is cancelled, and teardown removes
+            # whatever the media setup had created.
+            async with asyncio.TaskGroup() as group:
+                setup = group.create_task(
+                    self.media.setup(whisper_for(speaking.direction), fmt, services.rtp_host)
+                )
+                group.create_task(self._engine.prepare(self._voice))
+        except Exception as exc:
+            cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            log.warning(
+                "session setup failed",
+                extra={"speaking_id": self.speaking_id, "error": str(cause)[:200]},
+            )
+            self.post(SetupFailed(f"{type(cause).__name__}: {str(cause)[:200]}"))
             return
-        except Exception as exc:  # every command is answered, whatever went wrong
-            log.exception("command failed", extra={"speaking_id": self.speaking_id})
-            await self.worker.reply_error(inbound.entry_id, command.command_id, _unavailable(exc))
-            return
-        await self.worker.reply_ok(
-            inbound.entry_id, command.command_id, self.state.speaking, **extra
+        self._format = setup.result()
+        setup_s = time.monotonic() - started
+        services.metrics.observe("speaking_setup_seconds", setup_s)
+        self.post(SetupDone(self._format.asterisk_name, setup_s * 1000))
+
+    async def _teardown(self, action: TearDown) -> None:
+        if action.delay_s:
+            await asyncio.sleep(action.delay_s)
+        services = self.services
+        try:
+            match action.step:
+                case Step.SILENCE:
+                    await self._silence(action.reason.value)
+                case Step.MEDIA:
+                    if self._build is not None:  # never tear down what is still being built
+                        self._build.cancel()
+                        await asyncio.gather(self._build, return_exceptions=True)
+                    if self.media is not None:
+                        await self.media.teardown()
+                case Step.RECORD:
+                    extra = {"stop_reason": action.reason.value}
+                    await services.store.save(action.speaking, **extra)
+                case Step.RELEASE:
+                    key = self.reference_key
+                    assert key is not None
+                    await services.store.release_reference(key, self.speaking_id)
+        except Exception as exc:
+            log.warning(
+                "teardown step failed; retrying",
+                extra={"step": action.step.value, "error": f"{type(exc).__name__}: {exc}"[:200]},
+            )
+            self.post(StepFailed(action.step, f"{type(exc).__name__}: {exc}"[:200]))
+        else:
+            self.post(StepDone(action.step))
+
+    # -- playback ---------------------------------------------------------------------------
+
+    def _start_playback(self) -> None:
+        assert self.media is not None and self._format is not None
+        assert self._engine is not None and self._voice is not None
+        self.playout = Playout(
+            self._format,
+            self.media.send,
+            self._on_playout,
+            time.monotonic,
+            rtp=self.media.rtp is not None,
         )
+        self.player = Player(self._engine, self._voice, self.playout, self._on_segment_problem)
+        self.player.start()
+        self.services.pacer.add(self.playout)
 
-    def _say(self, say: Say) -> str:
-        # The command id is the segment id: a replayed say finds it and adds nothing.
-        if say.command_id not in self._said:
-            assert self.player is not None
-            self._said[say.command_id] = time.monotonic()
-            self.player.enqueue(Segment(say.command_id, say.text))
-        return say.command_id
-
-    # -- playback callbacks (called from the clock tick: must not await) ----------------
+    async def _silence(self, reason: str) -> None:
+        if self.playout is not None:
+            self.services.pacer.remove(self.playout)
+            self.services.metrics.inc("speaking_frames_sent_total", self.playout.frames_sent)
+            self.playout = None
+        if self.player is not None:
+            player, self.player = self.player, None
+            await player.close(reason)
 
     def _on_playout(self, event: PlayoutEvent) -> None:
+        """From the clock tick: must not await."""
         if event.kind is PlayoutEventKind.SEGMENT_STARTED:
-            latency = event.at - self._said.get(event.segment_id, event.at)
-            self.worker.metrics.observe("speaking_first_audio_seconds", latency)
-            self.worker.emit(
-                Event(
-                    EventType.SEGMENT_STARTED,
-                    self.speaking_id,
-                    {"segment_id": event.segment_id, "latency_ms": f"{latency * 1000:.1f}"},
-                )
-            )
+            latency = event.at - self._said.pop(event.segment_id, event.at)
+            self.services.metrics.observe("speaking_first_audio_seconds", latency)
+            data = {"latency_ms": f"{latency * 1000:.1f}"}
+            self.post(SegmentEvent(EventType.SEGMENT_STARTED, event.segment_id, data))
         else:
-            assert self.player is not None
-            self.player.notify_finished(event.segment_id)
-            self.worker.emit(
-                Event(
-                    EventType.SEGMENT_FINISHED, self.speaking_id, {"segment_id": event.segment_id}
-                )
-            )
+            if self.player is not None:
+                self.player.notify_finished(event.segment_id)
+            self.post(SegmentEvent(EventType.SEGMENT_FINISHED, event.segment_id))
 
     def _on_segment_problem(self, problem: SegmentProblem) -> None:
         kind = EventType.SEGMENT_FAILED if problem.failed else EventType.SEGMENT_FLUSHED
-        self.worker.emit(
-            Event(
-                kind, self.speaking_id, {"segment_id": problem.segment_id, "reason": problem.reason}
-            )
-        )
+        self._said.pop(problem.segment_id, None)
+        self.post(SegmentEvent(kind, problem.segment_id, {"reason": problem.reason}))
 
 
-def _unavailable(exc: BaseException) -> CommandError:
-    return CommandError(
-        ErrorCode.UNAVAILABLE, f"the worker could not complete the command ({type(exc).__name__})"
+def _refusal(inbound: Inbound, error: CommandError) -> Reply:
+    command_id = inbound.command.command_id
+    return Reply(
+        inbound.entry_id,
+        command_id,
+        {"ok": False, "command_id": command_id, "error": error.to_dict()},
     )

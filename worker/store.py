@@ -8,25 +8,44 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from worker.events import Event
-from worker.model import Speaking
+from worker.model import Speaking, Status
 
 GROUP = "speaking-workers"
 RESULT_TTL_S = 24 * 3600
 REPLY_TTL_S = 300
 EVENTS_MAXLEN = 100_000
 SESSION_EVENTS_MAXLEN = 1_000
+#: Senders cap the command stream at about this many entries; the worker also trims
+#: what it has acknowledged (``trim_commands``).
+COMMANDS_MAXLEN = 100_000
 STOPPED_SESSION_TTL_S = 7 * 24 * 3600
+#: A call's lock outlives a dead owner by at most this long; the owner's heartbeat
+#: refreshes it every second.
+LOCK_TTL_MS = 30_000
+#: A worker id is held by one live process: its lease lapses this long after it died.
+LEASE_TTL_MS = 3_000
 
 # Deletes the reference lock only if it still names this session: a late release
 # must never free a lock that another session has taken since.
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# Refreshes a lock we hold, or takes it again if it vanished (Redis restarted empty).
+# 1: ours; 0: another session holds it.
+_REFRESH = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] or not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
 return 0
 """
 
@@ -45,6 +64,9 @@ class Keys:
 
     def reference(self, reference_type: str, reference_id: str) -> str:
         return f"{self.prefix}:reference:{reference_type}:{reference_id}"
+
+    def lease(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}:lease"
 
     def worker_sessions(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}:sessions"
@@ -74,6 +96,9 @@ class Store:
         self.keys = keys or Keys()
         self._stream = self.keys.commands(worker_id)
         self._release = redis.register_script(_RELEASE)
+        self._refresh = redis.register_script(_REFRESH)
+        #: Called with each entry id once it is acknowledged (the worker's in-flight set).
+        self.on_acked: Callable[[str], None] = lambda _entry_id: None
 
     async def ensure_group(self) -> None:
         try:
@@ -104,6 +129,37 @@ class Store:
 
     async def ack(self, entry_id: str) -> None:
         await self.redis.xack(self._stream, GROUP, entry_id)
+        self.on_acked(entry_id)
+
+    async def stale_entries(
+        self, min_idle_ms: int, count: int = 100
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Our pending entries unacknowledged for ``min_idle_ms`` (to process again)."""
+        reply: Any = await self.redis.xautoclaim(
+            self._stream, GROUP, self.worker_id, min_idle_ms, start_id="0-0", count=count
+        )
+        out: list[tuple[str, dict[str, str]]] = []
+        for entry_id, fields in reply[1]:
+            if fields is None:
+                await self.ack(_s(entry_id))
+            else:
+                out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+        return out
+
+    async def trim_commands(self) -> None:
+        """Drop the stream entries before the oldest one still pending (or not yet read)."""
+        summary: Any = await self.redis.xpending(self._stream, GROUP)
+        if summary and summary.get("pending"):
+            oldest = _s(summary["min"])
+        else:
+            groups: Any = await self.redis.xinfo_groups(self._stream)
+            ours = [g for g in groups if _s(g["name"]) == GROUP]
+            if not ours:
+                return
+            last = _s(ours[0]["last-delivered-id"])
+            millis, seq = (int(x) for x in last.split("-"))
+            oldest = f"{millis}-{seq + 1}"
+        await self.redis.xtrim(self._stream, minid=oldest, approximate=False)
 
     async def result_of(self, command_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.result(command_id))
@@ -119,16 +175,25 @@ class Store:
             pipe.expire(self.keys.reply(command_id), REPLY_TTL_S)
             pipe.xack(self._stream, GROUP, entry_id)
             await pipe.execute()
+        self.on_acked(entry_id)
 
     async def claim_reference(self, reference_key: str, speaking_id: str) -> str | None:
         """Take the one-session-per-call lock. Returns the holder's id if someone else has it."""
-        if await self.redis.set(reference_key, speaking_id, nx=True):
+        if await self.redis.set(reference_key, speaking_id, nx=True, px=LOCK_TTL_MS):
             return None
         holder = await self.redis.get(reference_key)
         if holder is None:  # released between our SET and GET: try once more
-            return None if await self.redis.set(reference_key, speaking_id, nx=True) else "?"
+            taken = await self.redis.set(reference_key, speaking_id, nx=True, px=LOCK_TTL_MS)
+            return None if taken else "?"
         holder_id = _s(holder)
         return None if holder_id == speaking_id else holder_id
+
+    async def refresh_references(self, held: list[tuple[str, str]]) -> None:
+        """Extend the locks (reference key, speaking id) our live sessions hold."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, speaking_id in held:
+                await self._refresh(keys=[key], args=[speaking_id, LOCK_TTL_MS], client=pipe)
+            await pipe.execute()
 
     async def release_reference(self, reference_key: str, speaking_id: str) -> None:
         await self._release(keys=[reference_key], args=[speaking_id])
@@ -138,7 +203,7 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             mapping: Any = {**speaking.to_fields(), "worker_id": self.worker_id, **extra}
             pipe.hset(key, mapping=mapping)
-            if speaking.status == "stopped":
+            if speaking.status is Status.STOPPED:
                 pipe.expire(key, STOPPED_SESSION_TTL_S)
                 pipe.srem(self.keys.worker_sessions(self.worker_id), speaking.id)
             else:
@@ -148,6 +213,10 @@ class Store:
     async def load(self, speaking_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.keys.session(speaking_id))
         return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+
+    async def forget_session(self, worker_id: str, speaking_id: str) -> None:
+        """Remove a session from a worker's set of live sessions."""
+        await self.redis.srem(self.keys.worker_sessions(worker_id), speaking_id)
 
     async def my_live_sessions(self) -> list[str]:
         return sorted(
@@ -167,12 +236,33 @@ class Store:
             pipe.expire(self.keys.session_events(event.speaking_id), STOPPED_SESSION_TTL_S)
             await pipe.execute()
 
-    async def unregister(self) -> None:
+    async def unregister(self, instance: str) -> None:
+        """Leave the directory and give the worker id back (a clean shutdown)."""
         await self.redis.hdel(self.keys.workers(), self.worker_id)
+        await self._release(keys=[self.keys.lease(self.worker_id)], args=[instance])
+
+    async def take_lease(self, instance: str) -> bool:
+        """Hold (or keep holding) this worker id for ``instance``; False if another live
+        process holds it."""
+        return bool(
+            await self._refresh(
+                keys=[self.keys.lease(self.worker_id)], args=[instance, LEASE_TTL_MS]
+            )
+        )
+
+    async def lease_holder(self, worker_id: str) -> str | None:
+        """The instance holding ``worker_id``'s lease, or None if that worker is dead."""
+        raw = await self.redis.get(self.keys.lease(worker_id))
+        return _s(raw) if raw is not None else None
 
     async def heartbeat(self, info: dict[str, Any]) -> None:
         body = json.dumps({**info, "worker_id": self.worker_id, "seen": time.time()})
         await self.redis.hset(self.keys.workers(), self.worker_id, body)
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        """Every worker's last heartbeat, live or not."""
+        raw = await self.redis.hgetall(self.keys.workers())
+        return {_s(k): json.loads(v) for k, v in raw.items()}
 
 
 def _s(value: bytes | str) -> str:

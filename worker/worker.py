@@ -1,38 +1,68 @@
-"""The worker: reads commands from Redis, routes them to session runners, routes
-ARI events to the sessions they concern, and publishes events.
+"""The worker: reads commands from Redis and routes them to session runners, routes ARI
+events to the sessions they concern, and keeps its presence in Redis fresh.
 
 Concurrency invariants:
-* One task reads the command stream; each live session has one runner task that
-  applies its commands in stream order. Sessions never wait for each other.
+* One task reads the command stream, and it never awaits Asterisk or a session: it
+  parses each entry and posts it to the runner of its session id (created on the
+  first command), or to a side task (``locate``, malformed entries). A flood of says
+  into one session therefore never delays another session's flush.
+* Each session id has one runner applying its commands in stream order.
 * ARI events are dispatched synchronously in arrival order (see ``AriClient``).
-* ``runners`` and ``by_channel`` are only changed without awaiting in between a
-  check and the change, so a command or event is never routed to a runner that
-  has already finished.
+* ``runners`` and ``by_channel`` are changed only with no await between a check and
+  the change, so a command or event is never routed to a runner that has finished.
+* Every background loop is supervised (worker/supervisor.py); a death makes /healthz 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import secrets
+import time
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from worker.ari import AriClient
-from worker.call_media import ChannelWaiters, sweep_leftovers
-from worker.commands import AnyCommand, Create, Delete, Flush, Locate, Say, Stop, parse_command
+from worker.call_media import ARI_FAILURES, ChannelWaiters, resource_tag
+from worker.commands import Create, Locate, parse_command
 from worker.config import Settings
 from worker.engines.registry import EngineRegistry
-from worker.errors import CommandError, ErrorCode, conflict
+from worker.errors import CommandError, ErrorCode, unavailable
 from worker.events import Event, EventType
 from worker.metrics import Registry
-from worker.model import NEVER, Speaking, Status, StopReason, timestamp
+from worker.outbox import Outbox
 from worker.pacer import Pacer
-from worker.runner import Inbound, SessionRunner
+from worker.recovery import Recovery
+from worker.redis_retry import REDIS_OUTAGE, backoff, retry_through_outage
+from worker.runner import Inbound, SessionRunner, SessionServices
+from worker.session import Limits
+from worker.session_messages import ChannelGone, Shutdown
 from worker.store import Store
+from worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 _GONE_EVENTS = {"ChannelDestroyed", "ChannelHangupRequest", "StasisEnd"}
+HEARTBEAT_S = 1.0
+RECLAIM_S = 15.0
+RECLAIM_IDLE_MS = 60_000
+TRIM_S = 30.0
+JANITOR_S = 2.0
+#: Commands waiting in one session's inbox; past this the session answers "busy".
+MAX_INBOX = 500
+#: Side tasks (locate, refusals) and finished-session runners at once; past this the
+#: reader waits, so a flood slows its sender instead of growing memory.
+MAX_SIDE_TASKS = 256
+MAX_TRANSIENT_RUNNERS = 1000
+
+
+REDIS_OR_TIMEOUT: tuple[type[Exception], ...] = (*REDIS_OUTAGE, TimeoutError)
+REDIS_OR_ARI: tuple[type[Exception], ...] = (*REDIS_OUTAGE, *ARI_FAILURES)
+
+
+class WorkerIdInUse(Exception):
+    """Another live process holds this worker id (its lease is fresh)."""
 
 
 class Worker:
@@ -45,6 +75,8 @@ class Worker:
         self.store = store
         self.engines = engines
         self.metrics = metrics
+        self.instance = secrets.token_hex(8)  # this process, as the worker id's lease holder
+        self.tag = resource_tag(settings.redis_prefix, store.worker_id)
         self.ari = AriClient(
             settings.ari_url,
             settings.ari_user,
@@ -55,299 +87,387 @@ class Worker:
         )
         self.pacer = Pacer()
         self.waiters = ChannelWaiters()
+        self.outbox = Outbox(store, metrics)
+        self.supervisor = Supervisor(metrics)
         self.runners: dict[str, SessionRunner] = {}
-        self.by_channel: dict[str, SessionRunner] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._background: list[asyncio.Task[None]] = []
+        self.by_channel: dict[str, set[SessionRunner]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # runner tasks
+        self._side: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()  # entry ids routed and not yet acknowledged
+        self._room = asyncio.Event()  # set when a runner or side task ends
         self._ari_connections = 0
         self.ready = asyncio.Event()
+        self.redis_ok = False
+        self.lease_lost = False
+        self.recovery = Recovery(
+            store, self.ari, self.waiters, self.tag, self.outbox.emit, self._is_live
+        )
+        self.services = SessionServices(
+            store=store,
+            ari=self.ari,
+            waiters=self.waiters,
+            engines=engines,
+            pacer=self.pacer,
+            metrics=metrics,
+            emit=self.outbox.emit,
+            resource_tag=self.tag,
+            rtp_host=settings.rtp_host,
+            wideband_websocket=settings.wideband_websocket,
+            limits=Limits(settings.max_queued_says, settings.max_queued_chars),
+            admit=self._admit,
+        )
+        store.on_acked = self._in_flight.discard
         _describe(metrics)
 
     # -- start and stop -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and recover, then serve. Waits for as long as Asterisk is unreachable
-        (``/healthz`` says why meanwhile): a worker beside a down Asterisk has nothing to
-        do, and exiting would only need a human to start it again."""
+        """Take the worker id, connect, recover, then serve. Waits for as long as Asterisk
+        or Redis is unreachable (``/healthz`` says why meanwhile): exiting would only need
+        a human to start it again.
+
+        Raises WorkerIdInUse if another live process has this worker id.
+        """
+        await self._take_worker_id()
         await self.ari.start()
         await self.ari.connected.wait()
-        await self.store.ensure_group()
-        await self._recover()
+        await retry_through_outage(self.store.ensure_group)
+        removed = await retry_through_outage(self.recovery.at_start)
+        if removed:
+            log.warning("removed leftovers of a previous run", extra={"count": removed})
         self.pacer.start()
-        self._background = [
-            asyncio.create_task(self._publish_events(), name="events"),
-            asyncio.create_task(self._read_commands(), name="commands"),
-            asyncio.create_task(self._heartbeat(), name="heartbeat"),
-            asyncio.create_task(self.engines.warm_up(), name="warm-up"),
-        ]
+        self.supervisor.start("events", self.outbox.run)
+        self.supervisor.start("commands", self._read_commands)
+        self.supervisor.start("heartbeat", self._heartbeat)
+        self.supervisor.start("reclaim", self._reclaim)
+        self.supervisor.start("trim", self._trim)
+        self.supervisor.start("janitor", self._janitor)
+        warm = asyncio.create_task(self.engines.warm_up(), name="warm-up")
+        self._side.add(warm)
+        warm.add_done_callback(self._side.discard)
         self.ready.set()
-        log.info("worker ready", extra={"worker_id": self.store.worker_id})
+        log.info("worker ready", extra={"worker_id": self.store.worker_id, "tag": self.tag})
+
+    async def _take_worker_id(self) -> None:
+        # A predecessor that was killed holds the lease for up to its TTL: wait that out.
+        deadline = time.monotonic() + 4.0
+        while not await retry_through_outage(lambda: self.store.take_lease(self.instance)):
+            if time.monotonic() > deadline:
+                raise WorkerIdInUse(
+                    f"worker id {self.store.worker_id} is held by another live process; "
+                    "refusing to start (give each worker its own SPEAKING_WORKER_ID)"
+                )
+            await asyncio.sleep(0.25)
+        self.redis_ok = True
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop reading commands, stop every session (reason shutdown), clean up."""
-        reader = self._background[1] if self._background else None
-        if reader:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        await self.supervisor.stop("commands", "reclaim", "janitor")
         for runner in list(self.runners.values()):
-            runner.inbox.put_nowait(StopReason.SHUTDOWN)
+            runner.post(Shutdown())
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
-            for task in pending:  # a runner stuck on Asterisk: cancelling still tears down
+            for task in pending:  # stuck on Asterisk: the next start sweeps what is left
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await self._events.join()
-        for task in self._background:
+        try:
+            async with asyncio.timeout(3.0):  # Redis may be down: do not wait forever
+                await self.outbox.drained()
+        except TimeoutError:
+            log.warning("events not published at shutdown", extra={"queued": len(self.outbox)})
+        await self.supervisor.stop()
+        for task in list(self._side):
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.store.unregister()  # after the heartbeat task, which would re-add it
+        await asyncio.gather(*self._side, return_exceptions=True)
+        try:
+            async with asyncio.timeout(2.0):
+                await self.store.unregister(self.instance)
+        except REDIS_OR_TIMEOUT:
+            pass
         await self.pacer.stop()
         await self.ari.close()
         log.info("worker stopped", extra={"worker_id": self.store.worker_id})
 
-    async def _recover(self) -> None:
-        """Sessions this worker owned before a crash cannot be resumed: the RTP sockets
-        died with the process. Mark them stopped and remove what Asterisk still holds."""
-        for speaking_id in await self.store.my_live_sessions():
-            record = await self.store.load(speaking_id)
-            if record is None:
-                continue
-            speaking = Speaking.from_fields(record)
-            if speaking.status != Status.STOPPED.value:
-                speaking.status = Status.STOPPED.value
-                speaking.tm_update = timestamp()
-                await self.store.save(speaking, stop_reason=StopReason.WORKER_LOST.value)
-                await self.store.release_reference(
-                    self.store.keys.reference(speaking.reference_type, speaking.reference_id),
-                    speaking_id,
-                )
-                self.emit(Event(EventType.SPEAKING_STOPPED, speaking_id, {"reason": "worker_lost"}))
-
-        async def orphan(speaking_id: str) -> bool:
-            record = await self.store.load(speaking_id)
-            return record is None or record.get("status") == Status.STOPPED.value
-
-        removed = await sweep_leftovers(self.ari, self.waiters, orphan)
-        if removed:
-            log.warning("removed leftovers of a previous run", extra={"count": removed})
+    @property
+    def healthy(self) -> bool:
+        return (
+            self.ready.is_set()
+            and self.ari.connected.is_set()
+            and self.redis_ok
+            and not self.lease_lost
+            and self.supervisor.healthy
+        )
 
     # -- commands -----------------------------------------------------------------------
 
     async def _read_commands(self) -> None:
         pending = True  # first our own unacknowledged entries (a crash replay), then new ones
+        attempt = 0
         while True:
             try:
                 entries = await self.store.read_commands(pending=pending)
-            except (ConnectionError, OSError) as exc:
-                log.warning("redis unavailable", extra={"error": str(exc)[:200]})
-                await asyncio.sleep(1)
+                attempt = 0
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("command group missing (Redis restarted empty?); recreating it")
+                await retry_through_outage(self.store.ensure_group)
+                pending = True
+                continue
+            except REDIS_OUTAGE as exc:
+                attempt += 1
+                if attempt == 1:
+                    log.warning("redis unavailable", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff(attempt))
                 continue
             if pending and not entries:
                 pending = False
             for entry_id, fields in entries:
-                try:
-                    await self.dispatch(entry_id, fields)
-                except Exception:
-                    log.exception("command dispatch failed", extra={"entry_id": entry_id})
-                    await self.store.ack(entry_id)
+                if entry_id not in self._in_flight:  # a pending entry already in hand
+                    self._route(entry_id, fields)
+            await self._wait_for_room()
 
-    async def dispatch(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Route one stream entry. Never raises for bad input: it is answered and acked."""
-        command_id = fields.get("command_id", "")
+    def _route(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Send one stream entry where it is handled. Never awaits."""
+        self._in_flight.add(entry_id)
         try:
             command = parse_command(fields)
         except CommandError as exc:
             self.metrics.inc(
                 "speaking_commands_total", type=fields.get("type", "?")[:16], outcome="invalid"
             )
-            if command_id and len(command_id) <= 64:
-                await self.reply_error(entry_id, command_id, exc)
-            else:
-                log.warning(
-                    "malformed command dropped", extra={"entry_id": entry_id, "error": str(exc)}
-                )
-                self.emit(
-                    Event(
-                        EventType.COMMAND_REJECTED,
-                        fields.get("speaking_id", "")[:64],
-                        {"entry_id": entry_id, "error": exc.message},
-                    )
-                )
-                await self.store.ack(entry_id)
+            self._spawn(self._refuse_malformed(entry_id, fields, exc))
             return
         if isinstance(command, Locate):
-            await self._locate(entry_id, command)
-            return
-        previous = await self.store.result_of(command.command_id)
-        if previous is not None:  # a replay: answer again, change nothing
-            await self.store.finish_command(command.command_id, previous, entry_id)
+            self._spawn(self._locate(entry_id, command))
             return
         runner = self.runners.get(command.speaking_id)
         if runner is None:
-            if isinstance(command, Create) and await self.store.load(command.speaking_id) is None:
-                runner = SessionRunner(self, command)
-                self.runners[command.speaking_id] = runner
-                for channel_id in runner.channel_ids:
-                    self.by_channel[channel_id] = runner
-                task = asyncio.create_task(runner.run(Inbound(entry_id, command)))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
-                await self._not_live(entry_id, command)
+            runner = self._new_runner(command.speaking_id)
+            if isinstance(command, Create):
+                for channel_id in runner.channel_ids(command):
+                    self.by_channel.setdefault(channel_id, set()).add(runner)
+        elif runner.pending_commands >= MAX_INBOX:
+            error = unavailable(f"speaking {command.speaking_id} is busy; try again")
+            self._spawn(self._refuse(entry_id, command.command_id, error))
             return
-        if isinstance(command, Say | Flush):
-            # Refuse at once while initiating rather than queueing behind the set-up.
-            try:
-                runner.state.require_active(type(command).__name__.lower())
-            except CommandError as exc:
-                await self.reply_error(entry_id, command.command_id, exc)
-                return
-        runner.inbox.put_nowait(Inbound(entry_id, command))
+        runner.post(Inbound(entry_id, command))
 
-    async def runner_done(self, runner: SessionRunner) -> None:
-        """Forget a finished runner, then answer what was still queued for it.
-        The inbox is drained and the runner unregistered with no await in between."""
-        leftovers = []
-        while not runner.inbox.empty():
-            item = runner.inbox.get_nowait()
-            if isinstance(item, Inbound):
-                leftovers.append(item)
-        self.runners.pop(runner.speaking_id, None)
-        for channel_id in runner.channel_ids:
-            if self.by_channel.get(channel_id) is runner:
+    def _new_runner(self, speaking_id: str) -> SessionRunner:
+        runner = SessionRunner(speaking_id, self.services, self._runner_done)
+        self.runners[speaking_id] = runner
+        task = asyncio.create_task(runner.run(), name=f"session-{speaking_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return runner
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._side.discard(task)
+        self._room.set()
+
+    def _runner_done(self, runner: SessionRunner, leftovers: list[Inbound]) -> None:
+        """Forget a finished runner (called synchronously from its task's last step)."""
+        if self.runners.get(runner.speaking_id) is runner:
+            del self.runners[runner.speaking_id]
+        for channel_id, runners in list(self.by_channel.items()):
+            runners.discard(runner)
+            if not runners:
                 del self.by_channel[channel_id]
-        for inbound in leftovers:
-            await self._not_live(inbound.entry_id, inbound.command)
+        for inbound in leftovers:  # only after a crash of the runner: answered, not lost
+            error = CommandError(
+                ErrorCode.INTERNAL, "the session failed; the command was not applied"
+            )
+            self._spawn(self._refuse(inbound.entry_id, inbound.command.command_id, error))
 
-    async def _not_live(self, entry_id: str, command: AnyCommand) -> None:
-        """Commands for a session that is not running here (stopped, deleted, unknown)."""
-        record = await self.store.load(command.speaking_id) or {}
-        speaking = Speaking.from_fields(record) if record else None
-        try:
-            if speaking is None or speaking.tm_delete != NEVER:
-                raise CommandError(ErrorCode.NOT_FOUND, f"speaking {command.speaking_id} not found")
-            if speaking.status != Status.STOPPED.value:
-                raise conflict(
-                    f"speaking {speaking.id} is run by worker {record.get('worker_id', '?')}"
-                )
-            if isinstance(command, Say | Flush):
-                reason = record.get("stop_reason", "")
-                raise conflict(
-                    f"cannot {type(command).__name__.lower()}: the session is stopped"
-                    + (f" ({reason})" if reason else ""),
-                    status="stopped",
-                )
-            if isinstance(command, Delete):
-                speaking.tm_delete = speaking.tm_update = timestamp()
-                await self.store.save(speaking)
-            # Stop of a stopped session, or a repeated create: answer with the state.
-            assert isinstance(command, Stop | Delete | Create)
-        except CommandError as exc:
-            await self.reply_error(entry_id, command.command_id, exc)
+    def _is_live(self, speaking_id: str) -> bool:
+        runner = self.runners.get(speaking_id)
+        return runner is not None and runner.live
+
+    def _admit(self) -> CommandError | None:
+        live = sum(1 for r in self.runners.values() if r.live)
+        if live >= self.settings.max_sessions:
+            return unavailable(
+                f"worker {self.store.worker_id} is at capacity ({self.settings.max_sessions} "
+                "sessions); try again later"
+            )
+        return None
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        self._side.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _wait_for_room(self) -> None:
+        """Back-pressure on the reader: bounded side tasks and finished-session runners."""
+        while len(self._side) > MAX_SIDE_TASKS or len(self.runners) > (
+            self.settings.max_sessions + MAX_TRANSIENT_RUNNERS
+        ):
+            self._room.clear()
+            await self._room.wait()
+
+    async def _refuse(self, entry_id: str, command_id: str, error: CommandError) -> None:
+        self.metrics.inc("speaking_commands_total", outcome=error.code.value)
+        body = {"ok": False, "command_id": command_id, "error": error.to_dict()}
+        await retry_through_outage(lambda: self.store.finish_command(command_id, body, entry_id))
+
+    async def _refuse_malformed(
+        self, entry_id: str, fields: dict[str, str], error: CommandError
+    ) -> None:
+        command_id = fields.get("command_id", "")
+        if command_id and len(command_id) <= 64:
+            await self._refuse(entry_id, command_id, error)
             return
-        await self.reply_ok(entry_id, command.command_id, speaking)
+        log.warning("malformed command dropped", extra={"entry_id": entry_id, "error": str(error)})
+        data = {"entry_id": entry_id, "error": error.message}
+        self.outbox.emit(
+            Event(EventType.COMMAND_REJECTED, fields.get("speaking_id", "")[:64], data)
+        )
+        await retry_through_outage(lambda: self.store.ack(entry_id))
 
     async def _locate(self, entry_id: str, command: Locate) -> None:
-        """Answer whether this Asterisk holds the call, its state, and who owns it
-        (the channel variable ``owner_variable``, set by whoever created the call)."""
-        channel = await self.ari.get_channel(command.reference_id)
-        owner = ""
-        if channel is not None and self.settings.owner_variable:
-            owner = (
-                await self.ari.get_variable(command.reference_id, self.settings.owner_variable)
-                or ""
-            )
-        body = {
-            "ok": True,
-            "command_id": command.command_id,
-            "found": channel is not None,
-            "state": str(channel.get("state", "")) if channel else "",
-            "owner": owner,
-            "providers": self.engines.configured,
-        }
-        await self.store.finish_command(command.command_id, body, entry_id)
-
-    async def reply_ok(
-        self, entry_id: str, command_id: str, speaking: Speaking, **extra: object
-    ) -> None:
-        self.metrics.inc("speaking_commands_total", outcome="ok")
-        body = {"ok": True, "command_id": command_id, "speaking": speaking.to_fields(), **extra}
-        await self.store.finish_command(command_id, body, entry_id)
-
-    async def reply_error(self, entry_id: str, command_id: str, error: CommandError) -> None:
-        self.metrics.inc("speaking_commands_total", outcome=error.code.value)
-        log.info(
-            "command refused",
-            extra={"command_id": command_id, "code": error.code.value, "error": error.message},
+        """Answer whether this Asterisk holds the call, its state, and who owns it (the
+        channel variable ``owner_variable``, set by whoever created the call)."""
+        body: dict[str, Any] = {"ok": True, "command_id": command.command_id}
+        try:
+            channel = await self.ari.get_channel(command.reference_id)
+            owner = ""
+            if channel is not None and self.settings.owner_variable:
+                variable = self.settings.owner_variable
+                owner = await self.ari.get_variable(command.reference_id, variable) or ""
+            body |= {
+                "found": channel is not None,
+                "state": str(channel.get("state", "")) if channel else "",
+                "owner": owner,
+                "providers": self.engines.configured,
+            }
+        except ARI_FAILURES as exc:
+            error = unavailable(f"Asterisk did not answer ({type(exc).__name__})")
+            body = {"ok": False, "command_id": command.command_id, "error": error.to_dict()}
+        await retry_through_outage(
+            lambda: self.store.finish_command(command.command_id, body, entry_id)
         )
-        body = {"ok": False, "command_id": command_id, "error": error.to_dict()}
-        await self.store.finish_command(command_id, body, entry_id)
 
-    # -- events -------------------------------------------------------------------------
-
-    def emit(self, event: Event) -> None:
-        """Queue an event for publication. Never awaits: callable from the clock tick."""
-        self._events.put_nowait(event)
-
-    async def _publish_events(self) -> None:
+    async def _reclaim(self) -> None:
+        """Entries left pending (a reply that could not be written, a lost task) are
+        processed again; the stored result makes that harmless."""
         while True:
-            event = await self._events.get()
+            await asyncio.sleep(RECLAIM_S)
             try:
-                await self.store.publish(event)
-                self.metrics.inc("speaking_events_total", type=event.type.value)
-            except Exception:
-                log.exception("event publish failed", extra={"event_type": event.type.value})
-            finally:
-                self._events.task_done()
+                for entry_id, fields in await self.store.stale_entries(RECLAIM_IDLE_MS):
+                    if entry_id not in self._in_flight:
+                        log.warning("reclaiming a pending command", extra={"entry_id": entry_id})
+                        self._route(entry_id, fields)
+            except REDIS_OUTAGE:
+                continue
+
+    async def _trim(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_S)
+            try:
+                await self.store.trim_commands()
+            except REDIS_OUTAGE:
+                continue
+            except ResponseError:  # no stream or group yet (Redis restarted empty)
+                continue
+
+    async def _janitor(self) -> None:
+        """Adopt what dead workers of this deployment left in this Asterisk."""
+        while True:
+            await asyncio.sleep(JANITOR_S)
+            try:
+                await self.recovery.sweep()
+            except REDIS_OR_ARI as exc:
+                log.debug("sweep skipped", extra={"error": type(exc).__name__})
+
+    # -- ARI events -----------------------------------------------------------------------
 
     def on_ari_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
         channel_id = str(event.get("channel", {}).get("id", ""))
         self.waiters.fire(kind, channel_id)
-        if kind in _GONE_EVENTS and (runner := self.by_channel.get(channel_id)):
-            runner.channel_gone()
+        if kind in _GONE_EVENTS:
+            for runner in self.by_channel.get(channel_id, ()):
+                if runner.live:
+                    runner.post(ChannelGone(channel_id))
 
     async def _on_ari_connect(self) -> None:
         self._ari_connections += 1
         if self._ari_connections == 1:
             return
-        # After a reconnect (Asterisk restarted?) events may have been missed: check.
-        for runner in list(self.runners.values()):
-            if await self.ari.get_channel(runner.create.reference_id) is None:
-                runner.channel_gone()
+        # After a reconnect events may have been missed: a session whose call or whose own
+        # channels vanished meanwhile is stopped (reason hangup). Only channels that exist
+        # by now are checked: a session still being set up has not made all of its own.
+        for runner in [r for r in self.runners.values() if r.live]:
+            for channel_id in runner.existing_channels():
+                if await self.ari.get_channel(channel_id) is None:
+                    runner.post(ChannelGone(channel_id))
+                    break
+
+    # -- presence -----------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        """Every second: hold the worker id, announce the worker, keep our calls' locks;
+        after Redis came back empty, store the live sessions again."""
         while True:
-            self.metrics.set("speaking_sessions", len(self.runners))
-            self.metrics.set("speaking_pacer_streams", self.pacer.stream_count)
-            self.metrics.set("speaking_pacer_ticks_total", self.pacer.ticks)
-            self.metrics.set("speaking_ari_reconnects_total", self.ari.reconnects)
-            if self.pacer.schedule is not None:
-                self.metrics.set(
-                    "speaking_pacer_max_lateness_seconds", self.pacer.schedule.max_lateness
-                )
-                self.metrics.set("speaking_pacer_resyncs", self.pacer.schedule.resyncs)
-            with contextlib.suppress(ConnectionError, OSError):
+            self._gauges()
+            try:
+                if not await self.store.take_lease(self.instance):
+                    if not self.lease_lost:
+                        log.error("another process took this worker id; not healthy")
+                    self.lease_lost = True
                 await self.store.heartbeat(
                     {
                         "ari_url": self.settings.ari_url,
-                        "sessions": len(self.runners),
+                        "tag": self.tag,
+                        "instance": self.instance,
+                        "sessions": sum(1 for r in self.runners.values() if r.live),
                         "providers": self.engines.configured,
                     }
                 )
-            await asyncio.sleep(5)
+                live = [r for r in self.runners.values() if r.live]
+                await self.store.refresh_references(
+                    [(r.reference_key, r.speaking_id) for r in live if r.reference_key]
+                )
+                if not self.redis_ok:
+                    await self._resync(live)
+                self.redis_ok = True
+            except REDIS_OUTAGE as exc:
+                if self.redis_ok:
+                    log.warning("redis unavailable", extra={"error": type(exc).__name__})
+                self.redis_ok = False
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _resync(self, live: list[SessionRunner]) -> None:
+        """Redis is back: if it lost our live sessions (restarted empty), store them again."""
+        for runner in live:
+            protocol = runner.protocol
+            if protocol is not None and not await self.store.load(runner.speaking_id):
+                log.warning(
+                    "restoring a session record Redis lost", extra={"id": runner.speaking_id}
+                )
+                await self.store.save(protocol.speaking)
+
+    def _gauges(self) -> None:
+        m = self.metrics
+        m.set("speaking_sessions", sum(1 for r in self.runners.values() if r.live))
+        m.set("speaking_pacer_streams", self.pacer.stream_count)
+        m.set("speaking_pacer_ticks_total", self.pacer.ticks)
+        m.set("speaking_ari_reconnects_total", self.ari.reconnects)
+        m.set("speaking_outbox_events", len(self.outbox))
+        if self.pacer.schedule is not None:
+            m.set("speaking_pacer_max_lateness_seconds", self.pacer.schedule.max_lateness)
+            m.set("speaking_pacer_resyncs", self.pacer.schedule.resyncs)
 
 
 def _describe(metrics: Registry) -> None:
     metrics.describe("speaking_commands_total", "counter", "Commands handled, by outcome")
-    metrics.describe("speaking_events_total", "counter", "Events published, by type")
     metrics.describe("speaking_sessions", "gauge", "Live sessions on this worker")
     metrics.describe("speaking_pacer_streams", "gauge", "Sessions paced by the shared clock")
     metrics.describe("speaking_pacer_max_lateness_seconds", "gauge", "Worst tick lateness so far")
     metrics.describe("speaking_pacer_resyncs", "gauge", "Times the clock fell too far behind")
     metrics.describe("speaking_pacer_ticks_total", "counter", "Ticks of the shared 20 ms clock")
+    metrics.describe("speaking_outbox_events", "gauge", "Events waiting to be published")
     metrics.describe(
         "speaking_ari_reconnects_total", "counter", "Reconnects of the ARI events websocket"
     )

@@ -15,10 +15,11 @@ from worker.api.directory import WorkerDirectory
 from worker.api.problems import from_command_error, from_reply_error, not_found, problem
 from worker.api.settings import ApiSettings
 from worker.client import CommandTimeout, SpeakingClient
-from worker.commands import is_id, parse_command, validate_text
+from worker.commands import Locate, is_id, parse_command, validate_text
 from worker.errors import CommandError
-from worker.model import NEVER, ReferenceType, Speaking, Status, timestamp
-from worker.session import SessionState
+from worker.model import NEVER, ReferenceType, Speaking, Status
+from worker.session import SessionProtocol
+from worker.session_messages import Persist, Received, Reply, SessionCommand
 from worker.store import Keys
 
 SPEAKING_FIELDS = [f.name for f in dataclass_fields(Speaking)]
@@ -52,6 +53,11 @@ class Speakings:
 
     async def owned(self, request: web.Request) -> Speaking | web.Response:
         """The session named in the path, if it exists, is not deleted and is the caller's."""
+        record = await self.owned_record(request)
+        return record if isinstance(record, web.Response) else Speaking.from_fields(record)
+
+    async def owned_record(self, request: web.Request) -> dict[str, str] | web.Response:
+        """The stored record of the session named in the path (see ``owned``)."""
         speaking_id = request.match_info["id"]
         if not is_id(speaking_id):
             return problem(400, "invalid_argument", "speaking id is malformed")
@@ -62,7 +68,7 @@ class Speakings:
         if record.get("customer_id") != request["customer_id"]:
             return not_found(speaking_id)  # indistinguishable from unknown
         request["worker_id"] = record.get("worker_id", "")
-        return Speaking.from_fields(record)
+        return record
 
     async def _send(
         self, worker_id: str, kind: str, speaking_id: str, fields: dict[str, str]
@@ -197,65 +203,80 @@ class Speakings:
             validate_text(text if isinstance(text, str) else None)
         except CommandError as exc:
             return from_command_error(exc)
-        return await self._summary_command(request, "say", {"text": str(text)})
+        return _summary(await self._command(request, "say", {"text": str(text)}))
 
     async def flush(self, request: web.Request) -> web.Response:
-        return await self._summary_command(request, "flush", {})
-
-    async def _summary_command(
-        self, request: web.Request, kind: str, fields: dict[str, str]
-    ) -> web.Response:
-        owned = await self.owned(request)
-        if isinstance(owned, web.Response):
-            return owned
-        if owned.status == Status.STOPPED.value:
-            # Final: answered here, even if the worker that ran it is gone.
-            try:
-                SessionState(owned).require_active(kind)
-            except CommandError as exc:
-                return from_command_error(exc)
-        reply = await self._send(request["worker_id"], kind, owned.id, fields)
-        if isinstance(reply, web.Response):
-            return reply
-        speaking = reply["speaking"]
-        summary: dict[str, Any] = {
-            k: speaking[k] for k in ("id", "status", "reference_type", "reference_id")
-        }
-        for extra in ("segment_id", "flushed"):
-            if extra in reply:
-                summary[extra] = reply[extra]
-        return web.json_response(summary)
+        return _summary(await self._command(request, "flush", {}))
 
     async def stop(self, request: web.Request) -> web.Response:
-        owned = await self.owned(request)
-        if isinstance(owned, web.Response):
-            return owned
-        if owned.status == Status.STOPPED.value:
-            return web.json_response(_public(owned))  # idempotent, even if its worker is gone
-        reply = await self._send(request["worker_id"], "stop", owned.id, {})
+        reply = await self._command(request, "stop", {})
         if isinstance(reply, web.Response):
             return reply
         return web.json_response(_public(Speaking.from_fields(reply["speaking"])))
 
     async def delete(self, request: web.Request) -> web.Response:
-        owned = await self.owned(request)
-        if isinstance(owned, web.Response):
-            return owned
-        if owned.status == Status.STOPPED.value:
-            # Nothing runs any more: the API stamps the deletion itself.
-            owned.tm_delete = owned.tm_update = timestamp()
-            await self.redis.hset(
-                self.keys.session(owned.id),
-                mapping={"tm_delete": owned.tm_delete, "tm_update": owned.tm_update},
-            )
-            deleted = owned
-        else:
-            reply = await self._send(request["worker_id"], "delete", owned.id, {})
-            if isinstance(reply, web.Response):
-                return reply
-            deleted = Speaking.from_fields(reply["speaking"])
+        reply = await self._command(request, "delete", {})
+        if isinstance(reply, web.Response):
+            return reply
+        deleted = Speaking.from_fields(reply["speaking"])
         await self.catalog.remove(deleted.customer_id, deleted.id)
         return web.json_response(_public(deleted))
+
+    async def _command(
+        self, request: web.Request, kind: str, fields: dict[str, str]
+    ) -> dict[str, Any] | web.Response:
+        """Apply a command to the caller's session: answered here by the session protocol
+        when its record says no worker runs it any more (stopped: even if its worker is
+        gone), else by the worker that runs it. The worker's reply, or an error response."""
+        record = await self.owned_record(request)
+        if isinstance(record, web.Response):
+            return record
+        speaking_id = record["id"]
+        command = parse_command(
+            {**fields, "type": kind, "command_id": str(uuid.uuid4()), "speaking_id": speaking_id}
+        )
+        assert not isinstance(command, Locate)
+        reply = await self._answer_stored(record, command)
+        if reply is None:
+            sent = await self._send(request["worker_id"], kind, speaking_id, fields)
+            if isinstance(sent, web.Response):
+                return sent
+            reply = sent
+        if not reply.get("ok"):
+            return from_reply_error(reply.get("error", {}))
+        return reply
+
+    async def _answer_stored(
+        self, record: dict[str, str], command: SessionCommand
+    ) -> dict[str, Any] | None:
+        """The protocol's answer from the stored record alone, or None if only the
+        session's worker can answer (it is initiating or active)."""
+        protocol = SessionProtocol.restore(command.speaking_id, record)
+        if protocol is None:
+            return None
+        reply: dict[str, Any] | None = None
+        for action in protocol.handle(Received("", command)):
+            match action:
+                case Persist(speaking):
+                    mapping: Any = speaking.to_fields()
+                    await self.redis.hset(self.keys.session(speaking.id), mapping=mapping)
+                case Reply(body=body):
+                    reply = body
+        return reply
+
+
+def _summary(reply: dict[str, Any] | web.Response) -> web.Response:
+    """What say and flush answer: the session in short, and the segment(s) concerned."""
+    if isinstance(reply, web.Response):
+        return reply
+    speaking = reply["speaking"]
+    summary: dict[str, Any] = {
+        k: speaking[k] for k in ("id", "status", "reference_type", "reference_id")
+    }
+    for extra in ("segment_id", "flushed"):
+        if extra in reply:
+            summary[extra] = reply[extra]
+    return web.json_response(summary)
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
@@ -266,6 +287,8 @@ async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return problem(400, "invalid_argument", "the request body is not valid JSON")
+    except RecursionError:
+        return problem(400, "invalid_argument", "the request body is nested too deeply")
     if not isinstance(body, dict):
         return problem(400, "invalid_argument", "the request body must be a JSON object")
     return body

@@ -1,0 +1,112 @@
+"""After a crash: stop the sessions a dead worker left, and remove what it left in Asterisk.
+
+Sessions cannot be resumed: their audio sockets died with the process. So a dead
+worker's sessions are stopped with reason ``worker_lost`` and their channels and
+bridges removed. Two cases:
+
+* this worker's own previous life (same worker id, restarted): at start-up;
+* another worker of the same deployment beside the same Asterisk that died for good
+  (a container recreated under a new worker id): the janitor notices its resources in
+  Asterisk, checks that its lease lapsed, and adopts them. It runs periodically because
+  a lease lapses a few seconds after the death.
+
+Only resources whose tag (worker/call_media.py) is known are touched: this worker's,
+or a dead worker's listed in this deployment's directory. Another deployment sharing
+the Asterisk keeps its channels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.ari import AriClient
+from worker.call_media import ChannelWaiters, destroy_channel, parse_resource
+from worker.events import Event, EventType
+from worker.model import Speaking, Status, StopReason, timestamp
+from worker.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recovery:
+    """Finds and ends what dead workers left (``at_start``, then ``sweep`` periodically)."""
+
+    store: Store
+    ari: AriClient
+    waiters: ChannelWaiters
+    tag: str
+    emit: Callable[[Event], None]
+    #: Whether a session id is live on this worker now (never swept).
+    is_live: Callable[[str], bool]
+
+    async def at_start(self) -> int:
+        """Stop the sessions this worker id owned before it restarted; then sweep."""
+        for speaking_id in await self.store.my_live_sessions():
+            await self._lose(speaking_id, self.store.worker_id)
+        return await self.sweep()
+
+    async def sweep(self) -> int:
+        """Remove resources of ours whose session is not live here, and adopt those of
+        dead workers of this deployment. Returns how many resources were removed."""
+        dead = await self._dead_tags()
+        found = [("channel", str(c.get("id", ""))) for c in await self.ari.list_channels()]
+        found += [("bridge", str(b.get("id", ""))) for b in await self.ari.list_bridges()]
+        doomed: list[tuple[str, str]] = []
+        lost: dict[str, str] = {}  # speaking id -> the worker that ran it
+        for kind, resource_id in found:
+            orphan = self._orphan(resource_id, dead)
+            if orphan is not None:
+                doomed.append((kind, resource_id))
+                lost[orphan[0]] = orphan[1]
+        for speaking_id, owner in lost.items():  # stopped first: none is left active
+            await self._lose(speaking_id, owner)
+        removed = 0
+        for kind, resource_id in doomed:
+            if kind == "channel":
+                removed += await destroy_channel(self.ari, self.waiters, resource_id)
+            else:
+                removed += await self.ari.destroy_bridge(resource_id)
+        if removed:
+            log.warning("removed leftovers of dead workers", extra={"count": removed})
+        return removed
+
+    def _orphan(self, resource_id: str, dead: dict[str, str]) -> tuple[str, str] | None:
+        """(speaking id, owner) of a resource to remove, or None to leave it alone."""
+        parsed = parse_resource(resource_id)
+        if parsed is None or parsed[0] not in dead:
+            return None
+        tag, speaking_id = parsed
+        if tag == self.tag and self.is_live(speaking_id):
+            return None
+        return speaking_id, dead[tag]
+
+    async def _dead_tags(self) -> dict[str, str]:
+        """Tags of this deployment's other workers whose lease lapsed -> their worker id."""
+        dead: dict[str, str] = {self.tag: self.store.worker_id}
+        for worker_id, info in (await self.store.workers()).items():
+            tag = str(info.get("tag", ""))
+            if worker_id == self.store.worker_id or not tag:
+                continue
+            if await self.store.lease_holder(worker_id) is None:
+                dead[tag] = worker_id
+        return dead
+
+    async def _lose(self, speaking_id: str, owner: str) -> None:
+        """Mark a dead worker's session stopped (worker_lost) and free its call."""
+        record = await self.store.load(speaking_id)
+        if record is None or record.get("worker_id") != owner:
+            return
+        speaking = Speaking.from_fields(record)
+        if speaking.status is not Status.STOPPED:
+            speaking.status = Status.STOPPED
+            speaking.tm_update = timestamp()
+            await self.store.save(
+                speaking, stop_reason=StopReason.WORKER_LOST.value, worker_id=owner
+            )
+            key = self.store.keys.reference(speaking.reference_type.value, speaking.reference_id)
+            await self.store.release_reference(key, speaking_id)
+            self.emit(Event(EventType.SPEAKING_STOPPED, speaking_id, {"reason": "worker_lost"}))
+        await self.store.forget_session(owner, speaking_id)
