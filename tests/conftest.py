@@ -110,8 +110,8 @@ def bring_up() -> str | None:
             return f"Asterisk did not start: {result.stderr[-2000:]}"
     if _run("redis-cli", "-p", str(REDIS_PORT), "ping").stdout.strip() != "PONG":
         if guard is not None:
-            guard.add("redis")
-        result = _run(str(ROOT / "scripts/redis.sh"), "start")
+            guard.add(f"redis {REDIS_PORT}")
+        result = _run(str(ROOT / "scripts/redis.sh"), "start", "--empty")
         if result.returncode != 0:
             return f"redis did not start: {result.stderr[-2000:]}"
     return None
@@ -132,6 +132,23 @@ def asterisk_ctl(action: str, instance: int = INSTANCE) -> None:
     )
     if owned and guard is not None and action == "stop":
         guard.discard(f"asterisk {instance}")
+
+
+def redis_ctl(action: str, port: int, *options: str) -> None:
+    """``scripts/redis.sh <action>`` for the Redis on ``port`` (blocking: call it from a
+    thread). A Redis this run starts stays on the guardian's list while it runs."""
+    guard: _Guard | None = _state.get("guard")
+    if guard is not None and action == "start" and port != REDIS_PORT:
+        guard.add(f"redis {port}")
+    subprocess.run(
+        [str(ROOT / "scripts/redis.sh"), action, *options],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "SPEAKING_REDIS_PORT": str(port)},
+    )
+    if guard is not None and action == "stop" and port != REDIS_PORT:
+        guard.discard(f"redis {port}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,7 +5,7 @@ in a session of its own, with the read end of a pipe as its stdin; the test proc
 holds the only write end. When that process ends for any reason (done, SIGTERM,
 SIGKILL, a per-test timeout that exits the interpreter), the pipe reaches end of file
 and the guardian runs the stop command of every service still listed in STATE_FILE
-(one per line: ``asterisk N`` or ``redis``). Child processes of the test run (worker,
+(one per line: ``asterisk N`` or ``redis PORT``). Child processes of the test run (worker,
 API, SIPp, tcpdump) need no guardian: they are started with a parent-death signal.
 """
 
@@ -26,8 +26,9 @@ def stop_commands(lines: list[str]) -> list[list[str]]:
         match line.split():
             case ["asterisk", instance]:
                 commands.append([str(ROOT / "scripts/asterisk.sh"), "stop", instance])
-            case ["redis"]:
-                commands.append([str(ROOT / "scripts/redis.sh"), "stop"])
+            case ["redis", port]:
+                redis = str(ROOT / "scripts/redis.sh")
+                commands.append(["env", f"SPEAKING_REDIS_PORT={port}", redis, "stop"])
     return commands
 
 

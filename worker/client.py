@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.store import Keys
+from worker.store import COMMANDS_MAXLEN, Keys
 
 
 class CommandTimeout(Exception):
@@ -25,10 +26,19 @@ class CommandTimeout(Exception):
 class SpeakingClient:
     """Drive one worker's sessions through Redis."""
 
-    def __init__(self, redis: Redis, worker_id: str, keys: Keys | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        worker_id: str,
+        keys: Keys | None = None,
+        replies: Redis | None = None,
+    ) -> None:
+        """``replies``: a client for the blocking reply waits, so they cannot take every
+        connection of ``redis`` (the API tier gives each use its own capped pool)."""
         self.redis = redis
         self.worker_id = worker_id
         self.keys = keys or Keys()
+        self._replies = replies or redis
 
     async def send(self, kind: str, speaking_id: str, **fields: str) -> dict[str, Any]:
         """Send a command and wait for its reply. A ``command_id`` field, if given, is
@@ -45,13 +55,22 @@ class SpeakingClient:
     ) -> dict[str, Any]:
         """Append a command to the worker's stream and wait for its reply."""
         command_id = fields.get("command_id") or str(uuid.uuid4())
-        entry: Any = {**fields, "type": kind, "command_id": command_id, "speaking_id": speaking_id}
-        await self.redis.xadd(self.keys.commands(self.worker_id), entry)
+        entry: Any = {
+            **fields,
+            "type": kind,
+            "command_id": command_id,
+            "speaking_id": speaking_id,
+            # Past this the worker refuses a create/say/flush instead of applying it late
+            # (e.g. replayed after a crash, long after this caller gave up).
+            "expires_at": str(int((time.time() + timeout_s) * 1000)),
+        }
+        stream = self.keys.commands(self.worker_id)
+        await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
         return await self.reply(command_id, timeout_s)
 
     async def reply(self, command_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
         try:
-            popped = await self.redis.blpop([self.keys.reply(command_id)], timeout=timeout_s)
+            popped = await self._replies.blpop([self.keys.reply(command_id)], timeout=timeout_s)
         except RedisTimeoutError:  # the connection's own read timeout fired first
             popped = None
         if popped is None:

@@ -37,6 +37,10 @@ class Settings:
     #: Says queued or playing per session, and their characters; past it ``limit_exceeded``.
     max_queued_says: int = 50
     max_queued_chars: int = 20_000
+    #: Redis connections at most (sessions share them; a blocked one waits its turn).
+    redis_connections: int = 32
+    #: How often the command stream is trimmed and stale pending entries are reclaimed.
+    maintenance_interval_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -9,7 +9,6 @@ import logging
 import signal
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from worker import logs
 from worker.config import Settings
@@ -17,6 +16,7 @@ from worker.engines.offline import OfflineEngine
 from worker.engines.registry import EngineRegistry
 from worker.metrics import Registry
 from worker.model import Provider
+from worker.redis_retry import connect
 from worker.store import Keys, Store
 from worker.worker import Worker, WorkerIdInUse
 
@@ -62,7 +62,7 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
 async def run(settings: Settings) -> int:
     # Timeouts: a frozen Redis must fail a call, not hang it (the command reader blocks
     # for 1 s at a time, well inside the read timeout).
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    redis = connect(settings.redis_url, settings.redis_connections, socket_timeout=5.0)
     worker = Worker(
         settings,
         Store(redis, settings.worker_id, Keys(settings.redis_prefix)),

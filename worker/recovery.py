@@ -39,8 +39,8 @@ class Recovery:
     waiters: ChannelWaiters
     tag: str
     emit: Callable[[Event], None]
-    #: Whether a session id is live on this worker now (never swept).
-    is_live: Callable[[str], bool]
+    #: Whether this worker runs a session id now (its resources are never swept).
+    is_running: Callable[[str], bool]
 
     async def at_start(self) -> int:
         """Stop the sessions this worker id owned before it restarted; then sweep."""
@@ -79,7 +79,7 @@ class Recovery:
         if parsed is None or parsed[0] not in dead:
             return None
         tag, speaking_id = parsed
-        if tag == self.tag and self.is_live(speaking_id):
+        if tag == self.tag and self.is_running(speaking_id):
             return None
         return speaking_id, dead[tag]
 

@@ -26,11 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.ari import AriClient
+import aiohttp
+
+from worker.ari import AriClient, AriError
 from worker.call_media import ARI_FAILURES, CallMedia, ChannelWaiters
-from worker.commands import Create
+from worker.commands import Create, Flush, Say
 from worker.direction import whisper_for
-from worker.engines.base import Engine, Voice
+from worker.engines.base import Engine, EngineError, Voice
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict, unavailable
 from worker.events import Event, EventType
@@ -78,10 +80,18 @@ ARI_WAIT_S = 10.0
 
 @dataclass(frozen=True)
 class Inbound:
-    """A command read from the stream, to be answered and acknowledged once applied."""
+    """A command read from the stream, to be answered and acknowledged once applied.
+    ``expires_at_ms``: when its sender stops waiting (0: never)."""
 
     entry_id: str
     command: SessionCommand
+    expires_at_ms: int = 0
+
+    def expired(self, now_ms: float) -> bool:
+        """A create, say or flush applied after its sender gave up would surprise it (a
+        session nobody knows of, speech out of turn); a late stop or delete is harmless."""
+        late = self.expires_at_ms and now_ms > self.expires_at_ms
+        return bool(late) and isinstance(self.command, Create | Say | Flush)
 
 
 @dataclass
@@ -210,6 +220,10 @@ class SessionRunner:
                 lambda: store.finish_command(command.command_id, previous, inbound.entry_id)
             )
             return
+        if inbound.expired(time.time() * 1000):
+            error = unavailable("the command expired before it could be applied; nothing was done")
+            await self._reply(_refusal(inbound, error))
+            return
         try:
             if not self._loaded:
                 refusal = await self._load(inbound)
@@ -218,9 +232,12 @@ class SessionRunner:
                     return
             if self.protocol is None:
                 record = await retry_through_outage(lambda: store.load(self.speaking_id)) or {}
-                error = conflict(
-                    f"speaking {self.speaking_id} is run by worker {record.get('worker_id', '?')}"
+                # Only a stale command can get here (say, a create replayed after its session
+                # moved): the worker running it is not named to the customer.
+                log.warning(
+                    "command for a session run elsewhere", extra={"owner": record.get("worker_id")}
                 )
+                error = conflict(f"speaking {self.speaking_id} is handled by another server")
                 await self._reply(_refusal(inbound, error))
                 return
             await self._feed(Received(inbound.entry_id, command))
@@ -378,7 +395,7 @@ class SessionRunner:
                 "session setup failed",
                 extra={"speaking_id": self.speaking_id, "error": str(cause)[:200]},
             )
-            self.post(SetupFailed(f"{type(cause).__name__}: {str(cause)[:200]}"))
+            self.post(SetupFailed(public_reason(cause)))
             return
         self._format = setup.result()
         setup_s = time.monotonic() - started
@@ -456,6 +473,20 @@ class SessionRunner:
         kind = EventType.SEGMENT_FAILED if problem.failed else EventType.SEGMENT_FLUSHED
         self._said.pop(problem.segment_id, None)
         self.post(SegmentEvent(kind, problem.segment_id, {"reason": problem.reason}))
+
+
+def public_reason(error: BaseException) -> str:
+    """Why something failed, fit for a customer (it reaches them in speaking_stopped): no
+    ARI path, host or other internal detail, which stay in the worker's log."""
+    if isinstance(error, AriError):
+        return f"Asterisk refused a request (status {error.status})"
+    if isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return "Asterisk did not answer in time"
+    if isinstance(error, aiohttp.ClientError | OSError):
+        return "Asterisk could not be reached"
+    if isinstance(error, EngineError):
+        return f"the speech engine failed: {error}"  # engine messages are customer-safe
+    return f"internal error ({type(error).__name__})"
 
 
 def _refusal(inbound: Inbound, error: CommandError) -> Reply:

@@ -45,9 +45,7 @@ log = logging.getLogger(__name__)
 
 _GONE_EVENTS = {"ChannelDestroyed", "ChannelHangupRequest", "StasisEnd"}
 HEARTBEAT_S = 1.0
-RECLAIM_S = 15.0
 RECLAIM_IDLE_MS = 60_000
-TRIM_S = 30.0
 JANITOR_S = 2.0
 #: Commands waiting in one session's inbox; past this the session answers "busy".
 MAX_INBOX = 500
@@ -100,7 +98,7 @@ class Worker:
         self.redis_ok = False
         self.lease_lost = False
         self.recovery = Recovery(
-            store, self.ari, self.waiters, self.tag, self.outbox.emit, self._is_live
+            store, self.ari, self.waiters, self.tag, self.outbox.emit, self._has_runner
         )
         self.services = SessionServices(
             store=store,
@@ -251,7 +249,7 @@ class Worker:
             error = unavailable(f"speaking {command.speaking_id} is busy; try again")
             self._spawn(self._refuse(entry_id, command.command_id, error))
             return
-        runner.post(Inbound(entry_id, command))
+        runner.post(Inbound(entry_id, command, _millis(fields.get("expires_at", ""))))
 
     def _new_runner(self, speaking_id: str) -> SessionRunner:
         runner = SessionRunner(speaking_id, self.services, self._runner_done)
@@ -280,16 +278,17 @@ class Worker:
             )
             self._spawn(self._refuse(inbound.entry_id, inbound.command.command_id, error))
 
-    def _is_live(self, speaking_id: str) -> bool:
-        runner = self.runners.get(speaking_id)
-        return runner is not None and runner.live
+    def _has_runner(self, speaking_id: str) -> bool:
+        """Whether a session is in this worker's hands (also while it is being torn down:
+        the sweep must not race its teardown)."""
+        return speaking_id in self.runners
 
     def _admit(self) -> CommandError | None:
         live = sum(1 for r in self.runners.values() if r.live)
         if live >= self.settings.max_sessions:
             return unavailable(
-                f"worker {self.store.worker_id} is at capacity ({self.settings.max_sessions} "
-                "sessions); try again later"
+                f"the speaking service is at capacity for this call's server "
+                f"({self.settings.max_sessions} sessions); try again later"
             )
         return None
 
@@ -352,7 +351,7 @@ class Worker:
         """Entries left pending (a reply that could not be written, a lost task) are
         processed again; the stored result makes that harmless."""
         while True:
-            await asyncio.sleep(RECLAIM_S)
+            await asyncio.sleep(self.settings.maintenance_interval_s)
             try:
                 for entry_id, fields in await self.store.stale_entries(RECLAIM_IDLE_MS):
                     if entry_id not in self._in_flight:
@@ -363,7 +362,7 @@ class Worker:
 
     async def _trim(self) -> None:
         while True:
-            await asyncio.sleep(TRIM_S)
+            await asyncio.sleep(self.settings.maintenance_interval_s)
             try:
                 await self.store.trim_commands()
             except REDIS_OUTAGE:
@@ -458,6 +457,11 @@ class Worker:
         if self.pacer.schedule is not None:
             m.set("speaking_pacer_max_lateness_seconds", self.pacer.schedule.max_lateness)
             m.set("speaking_pacer_resyncs", self.pacer.schedule.resyncs)
+
+
+def _millis(value: str) -> int:
+    """An optional integer field (milliseconds since the epoch); 0 when absent or malformed."""
+    return int(value) if value.isdigit() and len(value) <= 16 else 0
 
 
 def _describe(metrics: Registry) -> None:

@@ -12,10 +12,11 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ARI_AUTH, ARI_URL, INSTANCE, REDIS_PORT
+from tests.conftest import ARI_AUTH, ARI_URL, INSTANCE, REDIS_PORT, redis_ctl
 from tests.e2e.processes import ServiceProcess
 from tests.telephony.ari import Ari, AriEvents
 from tests.telephony.sipp import TwoLegCall, two_leg_call
@@ -54,6 +55,26 @@ class WorkerProcess(ServiceProcess):
         }
         super().__init__("worker.daemon", log_path, environment, ready='"worker ready"')
 
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """GET /healthz: its status and JSON body."""
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(url) as resp,
+        ):
+            body: dict[str, Any] = await resp.json()
+            return resp.status, body
+
+    async def wait_health(self, status: int, within_s: float = 10.0) -> dict[str, Any]:
+        """Poll /healthz until it answers ``status`` (the worker has no event to await for
+        what its health check concludes); its body then."""
+        async with asyncio.timeout(within_s):
+            while True:
+                answered, body = await self.health()
+                if answered == status:
+                    return body
+                await asyncio.sleep(0.1)
+
 
 @pytest.fixture(scope="session")
 async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkerProcess]:
@@ -66,6 +87,28 @@ async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Work
     assert code == 0, "worker did not exit cleanly on SIGTERM:\n" + process.tail()
     assert not process.errors(), "worker logged errors:\n" + "".join(process.errors())
     assert not any(ARI_AUTH[1] in line for line in process.lines), "a secret reached the logs"
+
+
+PRIVATE_REDIS_PORT = 6411
+PRIVATE_REDIS_URL = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[Redis]:
+    """A Redis of the test's own, started empty: for tests that stop it, or that need a
+    worker and an API alone together (the API routes a create to any worker that finds
+    the call, and the session's worker would find it too)."""
+    await asyncio.to_thread(redis_ctl, "start", PRIVATE_REDIS_PORT, "--empty")
+    client = Redis.from_url(
+        PRIVATE_REDIS_URL,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(redis_ctl, "stop", PRIVATE_REDIS_PORT)
 
 
 @pytest.fixture(scope="session")

@@ -39,14 +39,7 @@ class ServiceProcess:
     async def start(self, within_s: float = 30.0) -> None:
         """Start it and return once it logged its ready line; AssertionError (with the
         log's tail) if it did not within ``within_s``, and the process is stopped."""
-        self.proc = await asyncio.create_subprocess_exec(
-            *child_command(sys.executable, "-m", self.module),
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self._log_task = asyncio.create_task(self._read_log(), name=f"log-{self.module}")
+        await self.launch()
         try:
             async with asyncio.timeout(within_s):
                 await self._ready.wait()
@@ -55,6 +48,17 @@ class ServiceProcess:
             raise AssertionError(
                 f"{self.module} did not get ready within {within_s} s:\n" + self.tail()
             ) from None
+
+    async def launch(self) -> None:
+        """Start the process without waiting for it to be ready."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *child_command(sys.executable, "-m", self.module),
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._log_task = asyncio.create_task(self._read_log(), name=f"log-{self.module}")
 
     async def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -85,6 +89,16 @@ class ServiceProcess:
             ) from None
         if self._log_task:
             async with asyncio.timeout(5):  # stderr ends with the process
+                await self._log_task
+        return code
+
+    async def exited(self, within_s: float = 20.0) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        assert self.proc is not None
+        async with asyncio.timeout(within_s):
+            code = await self.proc.wait()
+        if self._log_task:
+            async with asyncio.timeout(5):
                 await self._log_task
         return code
 

@@ -9,14 +9,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from worker.api.auth import KeyStore, presented_key
 from worker.api.events import stream_events
+from worker.api.pools import RedisPools
 from worker.api.problems import problem
 from worker.api.settings import ApiSettings
 from worker.api.speakings import Speakings
 from worker.metrics import Registry
+from worker.redis_retry import REDIS_OUTAGE
 from worker.store import Keys
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,10 @@ PUBLIC = {"/healthz", "/metrics", "/v1.0/openapi.json"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(settings: ApiSettings, redis: Redis) -> web.Application:
+def make_app(settings: ApiSettings, pools: RedisPools) -> web.Application:
     keys = Keys(settings.redis_prefix)
-    speakings = Speakings(settings, redis, keys)
-    key_store = KeyStore(redis, settings.redis_prefix)
+    speakings = Speakings(settings, pools, keys)
+    key_store = KeyStore(pools.main, settings.redis_prefix)
     metrics = Registry()
     metrics.describe("speaking_api_requests_total", "counter", "Requests, by route and status")
     metrics.describe(
@@ -63,6 +64,10 @@ def make_app(settings: ApiSettings, redis: Redis) -> web.Application:
             response = await handler(request)
         except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
             response = problem(exc.status, _code(exc.status), exc.reason)
+        except REDIS_OUTAGE:  # Redis down, restarting, or every connection of a pool busy
+            response = problem(
+                503, "unavailable", "the speaking service's data store is unreachable; try again"
+            )
         except Exception:
             log.exception("request failed", extra={"path": request.path, "method": request.method})
             response = problem(500, "internal", "internal error; the request was not applied")
@@ -76,7 +81,10 @@ def make_app(settings: ApiSettings, redis: Redis) -> web.Application:
         return response
 
     async def healthz(_request: web.Request) -> web.Response:
-        workers = len(await speakings.directory.live())
+        try:
+            workers = len(await speakings.directory.live())
+        except REDIS_OUTAGE:
+            return web.json_response({"status": "redis unavailable", "workers": 0}, status=503)
         return web.json_response(
             {"status": "ok" if workers else "no workers", "workers": workers},
             status=200 if workers else 503,
@@ -112,4 +120,5 @@ def _code(status: int) -> str:
         405: "invalid_argument",
         409: "conflict",
         413: "invalid_argument",
+        429: "limit_exceeded",
     }.get(status, "internal")

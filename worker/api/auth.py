@@ -41,6 +41,9 @@ class KeyStore:
         return customer.decode() if isinstance(customer, bytes) else str(customer)
 
     async def add(self, customer_id: str, key: str | None = None) -> str:
+        """A new key for the customer (ValueError for an empty customer id)."""
+        if not customer_id:
+            raise ValueError("a key needs a customer id")
         key = key or secrets.token_urlsafe(32)
         await self._redis.hset(self._key, _digest(key), customer_id)
         return key

@@ -1,8 +1,11 @@
 """Each customer's sessions, newest first, for listing and paging.
 
 A sorted set per customer (``speaking:customer:{id}:sessions``), scored by creation
-time in microseconds. A page token is the score of the last item returned: the next
-page continues strictly below it, so sessions created meanwhile never shift a page.
+time in microseconds. Entries go with their sessions: a listing drops ids whose record
+expired, each add drops entries older than any session can live, and the set itself
+expires a day after the last session record it could list. A page token is the score of
+the last item returned: the next page continues strictly below it, so sessions created
+meanwhile never shift a page.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from worker.model import Speaking
-from worker.store import Keys
+from worker.store import STOPPED_SESSION_TTL_S, Keys
+
+#: No session outlives this: a month of calls, then its week of retention.
+RETENTION_S = 30 * 24 * 3600 + STOPPED_SESSION_TTL_S
 
 
 def _score(tm_create: str) -> int:
@@ -44,9 +50,15 @@ class Catalog:
         return f"{self._keys.prefix}:customer:{customer_id}:sessions"
 
     async def add(self, speaking: Speaking) -> None:
-        await self._redis.zadd(
-            self._key(speaking.customer_id), {speaking.id: _score(speaking.tm_create)}
-        )
+        key = self._key(speaking.customer_id)
+        score = _score(speaking.tm_create)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {speaking.id: score})
+            # Entries older than any session can live are dropped, and an idle customer's
+            # catalog expires with the last of its sessions' records.
+            pipe.zremrangebyscore(key, "-inf", score - RETENTION_S * 1_000_000)
+            pipe.expire(key, STOPPED_SESSION_TTL_S + 24 * 3600)
+            await pipe.execute()
 
     async def remove(self, customer_id: str, speaking_id: str) -> None:
         await self._redis.zrem(self._key(customer_id), speaking_id)

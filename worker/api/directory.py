@@ -14,12 +14,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
+from worker.api.pools import RedisPools
 from worker.client import CommandTimeout, SpeakingClient
 from worker.store import Keys
 
 LOCATE_TIMEOUT_S = 3.0
+
+
+class Unreachable(Exception):
+    """No worker found the reference, and at least one could not look (Asterisk down)."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,9 @@ class Located:
 class WorkerDirectory:
     """The live workers, read from their heartbeats."""
 
-    def __init__(self, redis: Redis, keys: Keys, stale_s: float) -> None:
-        self._redis = redis
+    def __init__(self, pools: RedisPools, keys: Keys, stale_s: float) -> None:
+        self._pools = pools
+        self._redis = pools.main
         self._keys = keys
         self._stale_s = stale_s
 
@@ -57,17 +61,25 @@ class WorkerDirectory:
         return sorted(found)
 
     async def locate(self, reference_type: str, reference_id: str) -> Located | None:
+        """The worker whose Asterisk holds the reference; None if none does.
+
+        Raises Unreachable if none does but some worker could not tell.
+        """
         workers = list(await self.live())
         replies = await asyncio.gather(
             *(self._ask(w, reference_type, reference_id) for w in workers), return_exceptions=True
         )
+        unsure = False
         for worker_id, reply in zip(workers, replies, strict=True):
             if isinstance(reply, dict) and reply.get("found"):
                 return Located(worker_id, str(reply.get("state", "")), str(reply.get("owner", "")))
+            unsure = unsure or not (isinstance(reply, dict) and reply.get("ok"))
+        if unsure:
+            raise Unreachable(reference_id)
         return None
 
     async def _ask(self, worker_id: str, reference_type: str, reference_id: str) -> dict[str, Any]:
-        client = SpeakingClient(self._redis, worker_id, self._keys)
+        client = SpeakingClient(self._redis, worker_id, self._keys, replies=self._pools.replies)
         try:
             return await client.command(
                 "locate",
@@ -76,7 +88,7 @@ class WorkerDirectory:
                 timeout_s=LOCATE_TIMEOUT_S,
             )
         except CommandTimeout:
-            return {"found": False}
+            return {"ok": False, "found": False}
 
 
 def _s(value: bytes | str) -> str:

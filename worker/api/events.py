@@ -16,6 +16,7 @@ from aiohttp import web
 
 from worker.api.problems import problem
 from worker.api.speakings import Speakings
+from worker.redis_retry import REDIS_OUTAGE
 
 KEEPALIVE_MS = 15_000
 _STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")
@@ -28,13 +29,33 @@ async def stream_events(speakings: Speakings, request: web.Request) -> web.Strea
     after = request.headers.get("Last-Event-ID", "0") or "0"
     if not _STREAM_ID.fullmatch(after):
         return problem(400, "invalid_argument", "Last-Event-ID must be an id this stream sent")
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    with contextlib.suppress(ConnectionResetError):  # the client went away
-        await _pump(speakings, response, owned.id, after)
-    return response
+    customer: str = request["customer_id"]
+    cap = speakings.settings.max_event_streams_per_customer
+    open_now = speakings.open_streams.get(customer, 0)
+    if open_now >= cap:
+        return problem(
+            429,
+            "limit_exceeded",
+            f"this API key's customer already has {open_now} event streams open; at most "
+            f"{cap} are allowed: close one, or follow several sessions by polling",
+        )
+    if sum(speakings.open_streams.values()) >= speakings.settings.max_event_streams:
+        return problem(503, "unavailable", "too many event streams are open; try again later")
+    speakings.open_streams[customer] = open_now + 1
+    try:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        # The client went away, or Redis did: the stream ends and the client resumes
+        # with Last-Event-ID.
+        with contextlib.suppress(ConnectionResetError, *REDIS_OUTAGE):
+            await _pump(speakings, response, owned.id, after)
+        return response
+    finally:
+        speakings.open_streams[customer] -= 1
+        if not speakings.open_streams[customer]:
+            del speakings.open_streams[customer]
 
 
 async def _pump(
@@ -46,7 +67,7 @@ async def _pump(
         # A stopped session gets no new events: read what is left without waiting, then end
         # (a client resuming after speaking_stopped must not hang).
         stopped = _s(await speakings.redis.hget(session, "status") or b"") == "stopped"
-        reply: Any = await speakings.redis.xread(
+        reply: Any = await speakings.pools.streams.xread(
             {key: after}, block=None if stopped else KEEPALIVE_MS, count=100
         )
         if not reply:

@@ -18,14 +18,16 @@ from redis.asyncio import Redis
 from worker import logs
 from worker.api.app import make_app
 from worker.api.auth import KeyStore
+from worker.api.pools import RedisPools
 from worker.api.settings import ApiSettings
+from worker.commands import is_id
 
 log = logging.getLogger("worker.api")
 
 
 async def serve(settings: ApiSettings) -> None:
-    redis = Redis.from_url(settings.redis_url)
-    runner = web.AppRunner(make_app(settings, redis), access_log=None)
+    pools = RedisPools.from_settings(settings)
+    runner = web.AppRunner(make_app(settings, pools), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("api ready", extra={"host": settings.host, "port": settings.port})
@@ -35,7 +37,7 @@ async def serve(settings: ApiSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
-    await redis.aclose()
+    await pools.close()
 
 
 async def manage_keys(settings: ApiSettings, args: argparse.Namespace) -> None:
@@ -60,6 +62,11 @@ def main() -> None:
     revoke = sub.add_parser("revoke-key", help="revoke an API key")
     revoke.add_argument("key")
     args = parser.parse_args()
+    if args.command == "add-key" and not is_id(args.customer):
+        parser.error(
+            f"--customer {args.customer!r} is not a customer id: 1-64 characters, letters, "
+            "digits, '.', '_', ':' or '-'"
+        )
     settings = ApiSettings.from_env()
     if args.command:
         asyncio.run(manage_keys(settings, args))

@@ -11,7 +11,9 @@ STATUS = {
     ErrorCode.INVALID: 400,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.LIMIT: 429,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
 }
 
 

@@ -25,6 +25,13 @@ class ApiSettings:
     command_timeout_s: float = 10.0
     #: A worker whose heartbeat is older than this is considered gone.
     worker_stale_s: float = 15.0
+    #: Redis connections for short requests, for reply waits, and for event streams (the
+    #: last also caps the open event streams of this API process).
+    redis_pool_size: int = 50
+    reply_pool_size: int = 200
+    max_event_streams: int = 200
+    #: Open event streams (SSE) one customer may hold at once on this API process.
+    max_event_streams_per_customer: int = 10
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
@@ -40,4 +47,8 @@ _VARIABLES = {
     "tenancy_check": "SPEAKING_API_TENANCY_CHECK",
     "command_timeout_s": "SPEAKING_API_COMMAND_TIMEOUT_S",
     "worker_stale_s": "SPEAKING_API_WORKER_STALE_S",
+    "redis_pool_size": "SPEAKING_API_REDIS_POOL_SIZE",
+    "reply_pool_size": "SPEAKING_API_REPLY_POOL_SIZE",
+    "max_event_streams": "SPEAKING_API_MAX_EVENT_STREAMS",
+    "max_event_streams_per_customer": "SPEAKING_API_MAX_EVENT_STREAMS_PER_CUSTOMER",
 }

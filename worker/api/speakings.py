@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from worker.api.catalog import Catalog, decode_token, encode_token
-from worker.api.directory import WorkerDirectory
+from worker.api.directory import Unreachable, WorkerDirectory
+from worker.api.pools import RedisPools
 from worker.api.problems import from_command_error, from_reply_error, not_found, problem
 from worker.api.settings import ApiSettings
 from worker.client import CommandTimeout, SpeakingClient
@@ -31,12 +32,14 @@ CREATE_FIELDS = ("reference_type", "reference_id", "language", "provider", "voic
 class Speakings:
     """Handlers of the resource, sharing Redis, the worker directory and the catalog."""
 
-    def __init__(self, settings: ApiSettings, redis: Any, keys: Keys) -> None:
+    def __init__(self, settings: ApiSettings, pools: RedisPools, keys: Keys) -> None:
         self.settings = settings
-        self.redis = redis
+        self.pools = pools
+        self.redis = pools.main
         self.keys = keys
-        self.directory = WorkerDirectory(redis, keys, settings.worker_stale_s)
-        self.catalog = Catalog(redis, keys)
+        self.directory = WorkerDirectory(pools, keys, settings.worker_stale_s)
+        self.catalog = Catalog(pools.main, keys)
+        self.open_streams: dict[str, int] = {}  # customer -> event streams open (SSE)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -73,13 +76,15 @@ class Speakings:
     async def _send(
         self, worker_id: str, kind: str, speaking_id: str, fields: dict[str, str]
     ) -> dict[str, Any] | web.Response:
-        client = SpeakingClient(self.redis, worker_id, self.keys)
+        client = SpeakingClient(self.redis, worker_id, self.keys, replies=self.pools.replies)
         try:
             reply = await client.command(
                 kind, speaking_id, fields, timeout_s=self.settings.command_timeout_s
             )
         except CommandTimeout:
-            return problem(503, "unavailable", f"worker {worker_id} did not answer; try again")
+            return problem(
+                503, "unavailable", "the speaking service did not answer in time; try again"
+            )
         if not reply.get("ok"):
             return from_reply_error(reply.get("error", {}))
         return reply
@@ -114,7 +119,10 @@ class Speakings:
                 f"(no credentials); configured providers: {', '.join(configured) or 'none'}",
                 allowed=configured,
             )
-        located = await self.directory.locate(fields["reference_type"], fields["reference_id"])
+        try:
+            located = await self.directory.locate(fields["reference_type"], fields["reference_id"])
+        except Unreachable:
+            return problem(503, "unavailable", "the call could not be looked up now; try again")
         if located is None or (self.settings.tenancy_check and located.owner != customer_id):
             kind = "call" if fields["reference_type"] == ReferenceType.CALL.value else "conference"
             return problem(404, "not_found", f"{kind} {fields['reference_id']} not found")
@@ -176,7 +184,10 @@ class Speakings:
                 below = score
                 raw = await self.redis.hgetall(self.keys.session(speaking_id))
                 record = {_s(k): _s(v) for k, v in raw.items()}
-                if not record or record.get("tm_delete", NEVER) != NEVER:
+                if not record:  # expired: the catalog forgets it too
+                    await self.catalog.remove(customer_id, speaking_id)
+                    continue
+                if record.get("tm_delete", NEVER) != NEVER:
                     continue
                 if (
                     (status and record.get("status") != status)
