@@ -43,6 +43,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {
         "p50": pick(0.5),
         "p95": pick(0.95),
+        "p99": pick(0.99),
         "max": round(ordered[-1], 1),
         "mean": round(statistics.fmean(ordered), 1),
         "n": len(ordered),

@@ -16,9 +16,10 @@ from worker.engines.offline import OfflineEngine
 from worker.engines.registry import EngineRegistry
 from worker.metrics import Registry
 from worker.model import Provider
+from worker.presence import WorkerIdInUse
 from worker.redis_retry import connect
 from worker.store import Keys, Store
-from worker.worker import Worker, WorkerIdInUse
+from worker.worker import Worker
 
 log = logging.getLogger("worker.daemon")
 
@@ -42,10 +43,10 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
                 "ready": worker.ready.is_set(),
                 "ari": worker.ari.connected.is_set(),
                 "ari_state": worker.ari.state.value,
-                "redis": worker.redis_ok,
+                "redis": worker.presence.redis_ok,
                 "dead_tasks": sorted(worker.supervisor.dead),
                 "task_deaths": worker.supervisor.deaths,
-                "sessions": sum(1 for r in worker.runners.values() if r.live),
+                "sessions": len(worker.live_sessions()),
             },
             status=200 if worker.healthy else 503,
         )

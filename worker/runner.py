@@ -35,15 +35,15 @@ from worker.direction import whisper_for
 from worker.engines.base import Engine, EngineError, Voice
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict, unavailable
-from worker.events import Event, EventType
+from worker.events import Event
 from worker.media_format import MediaFormat, media_format_for
 from worker.metrics import Registry
 from worker.model import ReferenceType
 from worker.pacer import Pacer
-from worker.player import Player, Segment, SegmentProblem
-from worker.playout import Playout, PlayoutEvent, PlayoutEventKind
 from worker.redis_retry import retry_through_outage
-from worker.session import Limits, ProtocolViolation, SessionProtocol
+from worker.replies import ReplyWriter
+from worker.say_queue import Limits
+from worker.session import ProtocolViolation, SessionProtocol
 from worker.session_messages import (
     Action,
     BuildMedia,
@@ -60,7 +60,6 @@ from worker.session_messages import (
     Publish,
     Received,
     Reply,
-    SegmentEvent,
     SessionCommand,
     SetupDone,
     SetupFailed,
@@ -70,6 +69,7 @@ from worker.session_messages import (
     StepFailed,
     TearDown,
 )
+from worker.session_playback import SessionPlayback
 from worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class SessionServices:
     pacer: Pacer
     metrics: Registry
     emit: Callable[[Event], None]
+    replies: ReplyWriter
     resource_tag: str
     rtp_host: str
     wideband_websocket: bool
@@ -134,11 +135,9 @@ class SessionRunner:
         self._voice: Voice | None = None
         self.media: CallMedia | None = None
         self._format: MediaFormat | None = None
-        self.playout: Playout | None = None
-        self.player: Player | None = None
+        self.playback: SessionPlayback | None = None
         self._build: asyncio.Task[None] | None = None
         self._step: asyncio.Task[None] | None = None
-        self._said: dict[str, float] = {}  # segment id -> when its say was applied
 
     # -- what the worker sees ---------------------------------------------------------------
 
@@ -216,9 +215,7 @@ class SessionRunner:
         store = self.services.store
         previous = await retry_through_outage(lambda: store.result_of(command.command_id))
         if previous is not None:  # a replay: the original answer, and nothing changes
-            await retry_through_outage(
-                lambda: store.finish_command(command.command_id, previous, inbound.entry_id)
-            )
+            self.services.replies.put(command.command_id, previous, inbound.entry_id)
             return
         if inbound.expired(time.time() * 1000):
             error = unavailable("the command expired before it could be applied; nothing was done")
@@ -323,31 +320,33 @@ class SessionRunner:
             case BuildMedia():
                 self._build = asyncio.create_task(self._build_media(), name="session-setup")
             case StartPlayback():
-                self._start_playback()
+                assert self.media is not None and self._format is not None
+                assert self._engine is not None and self._voice is not None
+                self.playback = SessionPlayback(
+                    self._format,
+                    self.media.send,
+                    self.media.rtp is not None,
+                    self._engine,
+                    self._voice,
+                    services.pacer,
+                    services.metrics,
+                    self.post,
+                )
             case Enqueue(segment_id, text):
-                assert self.player is not None
-                self._said[segment_id] = time.monotonic()
-                self.player.enqueue(Segment(segment_id, text))
+                assert self.playback is not None
+                self.playback.enqueue(segment_id, text)
             case FlushPlayback(entry_id, command_id):
-                assert self.player is not None
-                flushed = await self.player.flush()
+                assert self.playback is not None
+                flushed = await self.playback.flush()
                 await self._feed(Flushed(entry_id, command_id, tuple(flushed)))
             case TearDown():
                 self._step = asyncio.create_task(self._teardown(action), name="session-teardown")
 
     async def _reply(self, reply: Reply) -> None:
-        body = reply.body
-        outcome = "ok" if body.get("ok") else str(body.get("error", {}).get("code", "?"))
-        self.services.metrics.inc("speaking_commands_total", outcome=outcome)
-        if not body.get("ok"):
-            log.info(
-                "command refused",
-                extra={"command_id": reply.command_id, "error": body.get("error", {})},
-            )
-        store = self.services.store
-        await retry_through_outage(
-            lambda: store.finish_command(reply.command_id, body, reply.entry_id)
-        )
+        if not reply.body.get("ok"):
+            error = reply.body.get("error", {})
+            log.info("command refused", extra={"command_id": reply.command_id, "error": error})
+        self.services.replies.put(reply.command_id, reply.body, reply.entry_id)
 
     # -- actions that talk to Asterisk --------------------------------------------------------
 
@@ -409,7 +408,9 @@ class SessionRunner:
         try:
             match action.step:
                 case Step.SILENCE:
-                    await self._silence(action.reason.value)
+                    playback, self.playback = self.playback, None
+                    if playback is not None:
+                        await playback.close(action.reason.value)
                 case Step.MEDIA:
                     if self._build is not None:  # never tear down what is still being built
                         self._build.cancel()
@@ -432,48 +433,6 @@ class SessionRunner:
         else:
             self.post(StepDone(action.step))
 
-    # -- playback ---------------------------------------------------------------------------
-
-    def _start_playback(self) -> None:
-        assert self.media is not None and self._format is not None
-        assert self._engine is not None and self._voice is not None
-        self.playout = Playout(
-            self._format,
-            self.media.send,
-            self._on_playout,
-            time.monotonic,
-            rtp=self.media.rtp is not None,
-        )
-        self.player = Player(self._engine, self._voice, self.playout, self._on_segment_problem)
-        self.player.start()
-        self.services.pacer.add(self.playout)
-
-    async def _silence(self, reason: str) -> None:
-        if self.playout is not None:
-            self.services.pacer.remove(self.playout)
-            self.services.metrics.inc("speaking_frames_sent_total", self.playout.frames_sent)
-            self.playout = None
-        if self.player is not None:
-            player, self.player = self.player, None
-            await player.close(reason)
-
-    def _on_playout(self, event: PlayoutEvent) -> None:
-        """From the clock tick: must not await."""
-        if event.kind is PlayoutEventKind.SEGMENT_STARTED:
-            latency = event.at - self._said.pop(event.segment_id, event.at)
-            self.services.metrics.observe("speaking_first_audio_seconds", latency)
-            data = {"latency_ms": f"{latency * 1000:.1f}"}
-            self.post(SegmentEvent(EventType.SEGMENT_STARTED, event.segment_id, data))
-        else:
-            if self.player is not None:
-                self.player.notify_finished(event.segment_id)
-            self.post(SegmentEvent(EventType.SEGMENT_FINISHED, event.segment_id))
-
-    def _on_segment_problem(self, problem: SegmentProblem) -> None:
-        kind = EventType.SEGMENT_FAILED if problem.failed else EventType.SEGMENT_FLUSHED
-        self._said.pop(problem.segment_id, None)
-        self.post(SegmentEvent(kind, problem.segment_id, {"reason": problem.reason}))
-
 
 def public_reason(error: BaseException) -> str:
     """Why something failed, fit for a customer (it reaches them in speaking_stopped): no
@@ -490,9 +449,4 @@ def public_reason(error: BaseException) -> str:
 
 
 def _refusal(inbound: Inbound, error: CommandError) -> Reply:
-    command_id = inbound.command.command_id
-    return Reply(
-        inbound.entry_id,
-        command_id,
-        {"ok": False, "command_id": command_id, "error": error.to_dict()},
-    )
+    return Reply.refusal(inbound.entry_id, inbound.command.command_id, error)

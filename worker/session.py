@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from worker.commands import Create, Delete, Flush, Say, Stop
 from worker.direction import Direction
-from worker.errors import CommandError, ErrorCode, conflict, limit, unavailable
+from worker.errors import CommandError, ErrorCode, conflict, unavailable
 from worker.events import EventType
 from worker.model import Provider, ReferenceType, Speaking, Status, StopReason, timestamp
+from worker.say_queue import Limits, SayQueue
 from worker.session_messages import (
     TEARDOWN,
     Action,
@@ -80,18 +81,6 @@ class ProtocolViolation(Exception):
     """An input the session's phase does not accept (a bug in the caller)."""
 
 
-# -- limits -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds of one session's queue of says (count and characters, not bytes)."""
-
-    max_queued_says: int = 50
-    max_queued_chars: int = 20_000
-
-
-RECENT_SEGMENTS = 1000
 _STOP_REASONS = {r.value for r in StopReason}
 
 
@@ -121,16 +110,12 @@ class SessionProtocol:
     ) -> None:
         self.speaking = speaking
         self.phase = phase
-        self.limits = limits or Limits()
+        self.says = SayQueue(limits)
         self.stop_reason = stop_reason
         self._clock = clock
         self._create: tuple[str, str] | None = None  # (entry_id, command_id) being answered
         self._pending: list[tuple[str, str]] = []  # stop/delete commands answered at the end
         self._step_attempts: dict[Step, int] = {}
-        self._queued: dict[str, int] = {}  # segment id -> characters, queued or playing
-        # Recent accepted segment ids, oldest first: a say delivered twice while its first
-        # delivery is still in flight adds nothing (older replays find the stored reply).
-        self._segments: dict[str, None] = {}
         self._hangup = False  # seen while the media was being built
         self._requested: StopReason | None = None  # a stop asked for during setup
         self._delete_requested = False
@@ -203,29 +188,16 @@ class SessionProtocol:
     def finished(self) -> bool:
         return self.phase in (Phase.ABSENT, Phase.STOPPED)
 
-    @property
-    def queued_chars(self) -> int:
-        return sum(self._queued.values())
-
     # -- helpers ----------------------------------------------------------------------------
 
     def _touch(self, **changes: Any) -> None:
         self.speaking = replace(self.speaking, tm_update=self._clock(), **changes)
 
     def _ok(self, entry_id: str, command_id: str, **extra: object) -> Reply:
-        body = {"ok": True, "command_id": command_id, "speaking": self.speaking.to_fields()}
-        return Reply(entry_id, command_id, body | extra)
-
-    @staticmethod
-    def _refuse(entry_id: str, command_id: str, error: CommandError) -> Reply:
-        return Reply(
-            entry_id,
-            command_id,
-            {"ok": False, "command_id": command_id} | {"error": error.to_dict()},
-        )
+        return Reply.ok(entry_id, command_id, self.speaking, **extra)
 
     def _refuse_received(self, event: Received, error: CommandError) -> list[Action]:
-        return [self._refuse(event.entry_id, event.command.command_id, error)]
+        return [Reply.refusal(event.entry_id, event.command.command_id, error)]
 
     def _not_found(self, event: Received) -> list[Action]:
         return self._refuse_received(
@@ -273,7 +245,7 @@ class SessionProtocol:
         assert self._create is not None
         self.phase = Phase.ABSENT
         entry_id, command_id = self._create
-        return [self._refuse(entry_id, command_id, error)]
+        return [Reply.refusal(entry_id, command_id, error)]
 
     def _lock_claimed(self, event: LockClaimed) -> list[Action]:
         if event.holder is not None:
@@ -292,12 +264,14 @@ class SessionProtocol:
             return actions + self._begin_teardown(self._requested)
         return [*actions, BuildMedia()]
 
-    def _checking_shutdown(self, event: Shutdown) -> list[Action]:
+    def _note_shutdown(self, event: Shutdown) -> list[Action]:
+        """While the create or the media is still in flight: acted on once it lands."""
         self._requested = StopReason.SHUTDOWN
         return []
 
-    def _checking_gone(self, event: ChannelGone) -> list[Action]:
-        self._hangup = True  # the check will find the call gone, or setup will fail
+    def _note_hangup(self, event: ChannelGone) -> list[Action]:
+        """Likewise: the check finds the call gone, or the setup's outcome stops it."""
+        self._hangup = True
         return []
 
     # -- SETTING_UP ----------------------------------------------------------------------------
@@ -334,14 +308,6 @@ class SessionProtocol:
             self._requested = StopReason.DELETE if deleting else StopReason.STOP
         return []
 
-    def _setup_gone(self, event: ChannelGone) -> list[Action]:
-        self._hangup = True
-        return []
-
-    def _setup_shutdown(self, event: Shutdown) -> list[Action]:
-        self._requested = StopReason.SHUTDOWN
-        return []
-
     def _not_active(self, event: Received) -> list[Action]:
         action = type(event.command).__name__.lower()
         if self.phase is Phase.TEARING_DOWN:
@@ -363,33 +329,11 @@ class SessionProtocol:
         say = event.command
         assert isinstance(say, Say)
         segment_id = say.command_id  # a replayed say finds its segment and adds nothing
-        if segment_id in self._segments:
+        if self.says.seen(segment_id):
             return [self._ok(event.entry_id, say.command_id, segment_id=segment_id)]
-        if len(self._queued) >= self.limits.max_queued_says:
-            return self._refuse_received(
-                event,
-                limit(
-                    f"the session already has {len(self._queued)} says queued or playing; at "
-                    f"most {self.limits.max_queued_says} are allowed: wait for "
-                    "segment_finished, or flush",
-                    queued_says=str(len(self._queued)),
-                ),
-            )
-        chars = len(say.text)
-        if self.queued_chars + chars > self.limits.max_queued_chars:
-            return self._refuse_received(
-                event,
-                limit(
-                    f"the session has {self.queued_chars} characters queued or playing and "
-                    f"this say adds {chars}; at most {self.limits.max_queued_chars} are "
-                    "allowed: wait for segment_finished, or flush",
-                    queued_chars=str(self.queued_chars),
-                ),
-            )
-        self._segments[segment_id] = None
-        if len(self._segments) > RECENT_SEGMENTS:
-            del self._segments[next(iter(self._segments))]
-        self._queued[segment_id] = chars
+        if (error := self.says.refusal(say.text)) is not None:
+            return self._refuse_received(event, error)
+        self.says.add(segment_id, say.text)
         return [
             Enqueue(segment_id, say.text),
             self._ok(event.entry_id, say.command_id, segment_id=segment_id),
@@ -400,7 +344,7 @@ class SessionProtocol:
 
     def _flushed(self, event: Flushed) -> list[Action]:
         for segment_id in event.segment_ids:
-            self._queued.pop(segment_id, None)
+            self.says.done(segment_id)
         return [self._ok(event.entry_id, event.command_id, flushed=list(event.segment_ids))]
 
     def _active_stop(self, event: Received) -> list[Action]:
@@ -421,7 +365,7 @@ class SessionProtocol:
 
     def _segment(self, event: SegmentEvent) -> list[Action]:
         if event.kind is not EventType.SEGMENT_STARTED:
-            self._queued.pop(event.segment_id, None)  # finished, flushed or failed
+            self.says.done(event.segment_id)  # finished, flushed or failed
         return [Publish(event.kind, {"segment_id": event.segment_id, **event.data})]
 
     # -- TEARING_DOWN --------------------------------------------------------------------------
@@ -506,8 +450,8 @@ _TRANSITIONS: dict[tuple[Phase, type], Handler] = {
     (P.CHECKING, Flush): SessionProtocol._absent_command,
     (P.CHECKING, Stop): SessionProtocol._absent_command,
     (P.CHECKING, Delete): SessionProtocol._absent_command,
-    (P.CHECKING, ChannelGone): SessionProtocol._checking_gone,
-    (P.CHECKING, Shutdown): SessionProtocol._checking_shutdown,
+    (P.CHECKING, ChannelGone): SessionProtocol._note_hangup,
+    (P.CHECKING, Shutdown): SessionProtocol._note_shutdown,
     # Stored as initiating; the media path is being built.
     (P.SETTING_UP, SetupDone): SessionProtocol._setup_done,
     (P.SETTING_UP, SetupFailed): SessionProtocol._setup_failed,
@@ -516,8 +460,8 @@ _TRANSITIONS: dict[tuple[Phase, type], Handler] = {
     (P.SETTING_UP, Flush): SessionProtocol._not_active,
     (P.SETTING_UP, Stop): SessionProtocol._setup_stop,
     (P.SETTING_UP, Delete): SessionProtocol._setup_stop,
-    (P.SETTING_UP, ChannelGone): SessionProtocol._setup_gone,
-    (P.SETTING_UP, Shutdown): SessionProtocol._setup_shutdown,
+    (P.SETTING_UP, ChannelGone): SessionProtocol._note_hangup,
+    (P.SETTING_UP, Shutdown): SessionProtocol._note_shutdown,
     (P.SETTING_UP, InternalError): SessionProtocol._internal_error,
     # Active: speech flows.
     (P.ACTIVE, Create): SessionProtocol._state,

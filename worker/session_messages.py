@@ -160,6 +160,16 @@ class Reply:
     command_id: str
     body: dict[str, Any]
 
+    @classmethod
+    def ok(cls, entry_id: str, command_id: str, speaking: Speaking, **extra: object) -> Reply:
+        body = {"ok": True, "command_id": command_id, "speaking": speaking.to_fields()}
+        return cls(entry_id, command_id, body | extra)
+
+    @classmethod
+    def refusal(cls, entry_id: str, command_id: str, error: CommandError) -> Reply:
+        body = {"ok": False, "command_id": command_id, "error": error.to_dict()}
+        return cls(entry_id, command_id, body)
+
 
 @dataclass(frozen=True)
 class Publish:

@@ -108,7 +108,7 @@ class Store:
                 raise
 
     async def read_commands(
-        self, *, pending: bool, block_ms: int = 1000, count: int = 64
+        self, *, pending: bool, block_ms: int = 1000, count: int = 256
     ) -> list[tuple[str, dict[str, str]]]:
         """Entries for this worker: its own unacknowledged ones first (``pending``), then new."""
         reply: Any = await self.redis.xreadgroup(
@@ -166,16 +166,23 @@ class Store:
         return json.loads(raw) if raw else None
 
     async def finish_command(self, command_id: str, reply: dict[str, Any], entry_id: str) -> None:
-        """Record the outcome, answer the sender, then acknowledge: in this order, so a
-        crash before the ack replays the entry and the replay finds the stored result."""
-        body = json.dumps(reply, separators=(",", ":"))
+        """Record the outcome, answer the sender, then acknowledge (see finish_commands)."""
+        await self.finish_commands([(command_id, reply, entry_id)])
+
+    async def finish_commands(self, batch: list[tuple[str, dict[str, Any], str]]) -> None:
+        """For each (command id, reply, entry id): record the outcome, answer the sender,
+        acknowledge the entry; all in one transaction, so a crash before it replays the
+        entries and each replay finds its stored result."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.result(command_id), body, ex=RESULT_TTL_S)
-            pipe.lpush(self.keys.reply(command_id), body)
-            pipe.expire(self.keys.reply(command_id), REPLY_TTL_S)
-            pipe.xack(self._stream, GROUP, entry_id)
+            for command_id, reply, entry_id in batch:
+                body = json.dumps(reply, separators=(",", ":"))
+                pipe.set(self.keys.result(command_id), body, ex=RESULT_TTL_S)
+                pipe.lpush(self.keys.reply(command_id), body)
+                pipe.expire(self.keys.reply(command_id), REPLY_TTL_S)
+                pipe.xack(self._stream, GROUP, entry_id)
             await pipe.execute()
-        self.on_acked(entry_id)
+        for _command_id, _reply, entry_id in batch:
+            self.on_acked(entry_id)
 
     async def claim_reference(self, reference_key: str, speaking_id: str) -> str | None:
         """Take the one-session-per-call lock. Returns the holder's id if someone else has it."""

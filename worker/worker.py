@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -33,18 +32,19 @@ from worker.events import Event, EventType
 from worker.metrics import Registry
 from worker.outbox import Outbox
 from worker.pacer import Pacer
+from worker.presence import Presence
 from worker.recovery import Recovery
 from worker.redis_retry import REDIS_OUTAGE, backoff, retry_through_outage
+from worker.replies import ReplyWriter
 from worker.runner import Inbound, SessionRunner, SessionServices
-from worker.session import Limits
-from worker.session_messages import ChannelGone, Shutdown
+from worker.say_queue import Limits
+from worker.session_messages import ChannelGone, Reply, Shutdown
 from worker.store import Store
 from worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 _GONE_EVENTS = {"ChannelDestroyed", "ChannelHangupRequest", "StasisEnd"}
-HEARTBEAT_S = 1.0
 RECLAIM_IDLE_MS = 60_000
 JANITOR_S = 2.0
 #: Commands waiting in one session's inbox; past this the session answers "busy".
@@ -52,15 +52,13 @@ MAX_INBOX = 500
 #: Side tasks (locate, refusals) and finished-session runners at once; past this the
 #: reader waits, so a flood slows its sender instead of growing memory.
 MAX_SIDE_TASKS = 256
+#: Replies not yet written; past this the reader waits (Redis is slow or down).
+MAX_UNWRITTEN_REPLIES = 5000
 MAX_TRANSIENT_RUNNERS = 1000
 
 
 REDIS_OR_TIMEOUT: tuple[type[Exception], ...] = (*REDIS_OUTAGE, TimeoutError)
 REDIS_OR_ARI: tuple[type[Exception], ...] = (*REDIS_OUTAGE, *ARI_FAILURES)
-
-
-class WorkerIdInUse(Exception):
-    """Another live process holds this worker id (its lease is fresh)."""
 
 
 class Worker:
@@ -86,6 +84,7 @@ class Worker:
         self.pacer = Pacer()
         self.waiters = ChannelWaiters()
         self.outbox = Outbox(store, metrics)
+        self.replies = ReplyWriter(store, metrics)
         self.supervisor = Supervisor(metrics)
         self.runners: dict[str, SessionRunner] = {}
         self.by_channel: dict[str, set[SessionRunner]] = {}
@@ -95,8 +94,9 @@ class Worker:
         self._room = asyncio.Event()  # set when a runner or side task ends
         self._ari_connections = 0
         self.ready = asyncio.Event()
-        self.redis_ok = False
-        self.lease_lost = False
+        self.presence = Presence(
+            store, self.instance, self._heartbeat_info, self.live_sessions, self._gauges
+        )
         self.recovery = Recovery(
             store, self.ari, self.waiters, self.tag, self.outbox.emit, self._has_runner
         )
@@ -108,6 +108,7 @@ class Worker:
             pacer=self.pacer,
             metrics=metrics,
             emit=self.outbox.emit,
+            replies=self.replies,
             resource_tag=self.tag,
             rtp_host=settings.rtp_host,
             wideband_websocket=settings.wideband_websocket,
@@ -126,7 +127,7 @@ class Worker:
 
         Raises WorkerIdInUse if another live process has this worker id.
         """
-        await self._take_worker_id()
+        await self.presence.take_worker_id()
         await self.ari.start()
         await self.ari.connected.wait()
         await retry_through_outage(self.store.ensure_group)
@@ -135,8 +136,9 @@ class Worker:
             log.warning("removed leftovers of a previous run", extra={"count": removed})
         self.pacer.start()
         self.supervisor.start("events", self.outbox.run)
+        self.supervisor.start("replies", self.replies.run)
         self.supervisor.start("commands", self._read_commands)
-        self.supervisor.start("heartbeat", self._heartbeat)
+        self.supervisor.start("heartbeat", self.presence.run)
         self.supervisor.start("reclaim", self._reclaim)
         self.supervisor.start("trim", self._trim)
         self.supervisor.start("janitor", self._janitor)
@@ -145,18 +147,6 @@ class Worker:
         warm.add_done_callback(self._side.discard)
         self.ready.set()
         log.info("worker ready", extra={"worker_id": self.store.worker_id, "tag": self.tag})
-
-    async def _take_worker_id(self) -> None:
-        # A predecessor that was killed holds the lease for up to its TTL: wait that out.
-        deadline = time.monotonic() + 4.0
-        while not await retry_through_outage(lambda: self.store.take_lease(self.instance)):
-            if time.monotonic() > deadline:
-                raise WorkerIdInUse(
-                    f"worker id {self.store.worker_id} is held by another live process; "
-                    "refusing to start (give each worker its own SPEAKING_WORKER_ID)"
-                )
-            await asyncio.sleep(0.25)
-        self.redis_ok = True
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop reading commands, stop every session (reason shutdown), clean up."""
@@ -168,15 +158,19 @@ class Worker:
             for task in pending:  # stuck on Asterisk: the next start sweeps what is left
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        try:
-            async with asyncio.timeout(3.0):  # Redis may be down: do not wait forever
-                await self.outbox.drained()
-        except TimeoutError:
-            log.warning("events not published at shutdown", extra={"queued": len(self.outbox)})
-        await self.supervisor.stop()
-        for task in list(self._side):
+        for task in list(self._side):  # unanswered, so replayed by the next start
             task.cancel()
         await asyncio.gather(*self._side, return_exceptions=True)
+        try:
+            async with asyncio.timeout(3.0):  # Redis may be down: do not wait forever
+                await self.replies.drained()
+                await self.outbox.drained()
+        except TimeoutError:
+            log.warning(
+                "replies or events not written at shutdown",
+                extra={"replies": len(self.replies), "events": len(self.outbox)},
+            )
+        await self.supervisor.stop()
         try:
             async with asyncio.timeout(2.0):
                 await self.store.unregister(self.instance)
@@ -191,8 +185,8 @@ class Worker:
         return (
             self.ready.is_set()
             and self.ari.connected.is_set()
-            and self.redis_ok
-            and not self.lease_lost
+            and self.presence.redis_ok
+            and not self.presence.lease_lost
             and self.supervisor.healthy
         )
 
@@ -231,10 +225,7 @@ class Worker:
         try:
             command = parse_command(fields)
         except CommandError as exc:
-            self.metrics.inc(
-                "speaking_commands_total", type=fields.get("type", "?")[:16], outcome="invalid"
-            )
-            self._spawn(self._refuse_malformed(entry_id, fields, exc))
+            self._refuse_malformed(entry_id, fields, exc)
             return
         if isinstance(command, Locate):
             self._spawn(self._locate(entry_id, command))
@@ -247,7 +238,7 @@ class Worker:
                     self.by_channel.setdefault(channel_id, set()).add(runner)
         elif runner.pending_commands >= MAX_INBOX:
             error = unavailable(f"speaking {command.speaking_id} is busy; try again")
-            self._spawn(self._refuse(entry_id, command.command_id, error))
+            self._refuse(entry_id, command.command_id, error)
             return
         runner.post(Inbound(entry_id, command, _millis(fields.get("expires_at", ""))))
 
@@ -276,7 +267,7 @@ class Worker:
             error = CommandError(
                 ErrorCode.INTERNAL, "the session failed; the command was not applied"
             )
-            self._spawn(self._refuse(inbound.entry_id, inbound.command.command_id, error))
+            self._refuse(inbound.entry_id, inbound.command.command_id, error)
 
     def _has_runner(self, speaking_id: str) -> bool:
         """Whether a session is in this worker's hands (also while it is being torn down:
@@ -299,24 +290,27 @@ class Worker:
 
     async def _wait_for_room(self) -> None:
         """Back-pressure on the reader: bounded side tasks and finished-session runners."""
+        await self.replies.below(MAX_UNWRITTEN_REPLIES)
         while len(self._side) > MAX_SIDE_TASKS or len(self.runners) > (
             self.settings.max_sessions + MAX_TRANSIENT_RUNNERS
         ):
             self._room.clear()
             await self._room.wait()
 
-    async def _refuse(self, entry_id: str, command_id: str, error: CommandError) -> None:
-        self.metrics.inc("speaking_commands_total", outcome=error.code.value)
-        body = {"ok": False, "command_id": command_id, "error": error.to_dict()}
-        await retry_through_outage(lambda: self.store.finish_command(command_id, body, entry_id))
+    def _refuse(self, entry_id: str, command_id: str, error: CommandError) -> None:
+        self.replies.put(command_id, Reply.refusal(entry_id, command_id, error).body, entry_id)
 
-    async def _refuse_malformed(
-        self, entry_id: str, fields: dict[str, str], error: CommandError
-    ) -> None:
+    def _refuse_malformed(self, entry_id: str, fields: dict[str, str], error: CommandError) -> None:
         command_id = fields.get("command_id", "")
         if command_id and len(command_id) <= 64:
-            await self._refuse(entry_id, command_id, error)
+            self._refuse(entry_id, command_id, error)
             return
+        self._spawn(self._drop_malformed(entry_id, fields, error))
+
+    async def _drop_malformed(
+        self, entry_id: str, fields: dict[str, str], error: CommandError
+    ) -> None:
+        """An entry without a usable command id cannot be answered: reported, then acked."""
         log.warning("malformed command dropped", extra={"entry_id": entry_id, "error": str(error)})
         data = {"entry_id": entry_id, "error": error.message}
         self.outbox.emit(
@@ -343,9 +337,7 @@ class Worker:
         except ARI_FAILURES as exc:
             error = unavailable(f"Asterisk did not answer ({type(exc).__name__})")
             body = {"ok": False, "command_id": command.command_id, "error": error.to_dict()}
-        await retry_through_outage(
-            lambda: self.store.finish_command(command.command_id, body, entry_id)
-        )
+        self.replies.put(command.command_id, body, entry_id)
 
     async def _reclaim(self) -> None:
         """Entries left pending (a reply that could not be written, a lost task) are
@@ -403,53 +395,23 @@ class Worker:
                     runner.post(ChannelGone(channel_id))
                     break
 
-    # -- presence -----------------------------------------------------------------------
+    # -- metrics --------------------------------------------------------------------------
 
-    async def _heartbeat(self) -> None:
-        """Every second: hold the worker id, announce the worker, keep our calls' locks;
-        after Redis came back empty, store the live sessions again."""
-        while True:
-            self._gauges()
-            try:
-                if not await self.store.take_lease(self.instance):
-                    if not self.lease_lost:
-                        log.error("another process took this worker id; not healthy")
-                    self.lease_lost = True
-                await self.store.heartbeat(
-                    {
-                        "ari_url": self.settings.ari_url,
-                        "tag": self.tag,
-                        "instance": self.instance,
-                        "sessions": sum(1 for r in self.runners.values() if r.live),
-                        "providers": self.engines.configured,
-                    }
-                )
-                live = [r for r in self.runners.values() if r.live]
-                await self.store.refresh_references(
-                    [(r.reference_key, r.speaking_id) for r in live if r.reference_key]
-                )
-                if not self.redis_ok:
-                    await self._resync(live)
-                self.redis_ok = True
-            except REDIS_OUTAGE as exc:
-                if self.redis_ok:
-                    log.warning("redis unavailable", extra={"error": type(exc).__name__})
-                self.redis_ok = False
-            await asyncio.sleep(HEARTBEAT_S)
+    def live_sessions(self) -> list[SessionRunner]:
+        return [r for r in self.runners.values() if r.live]
 
-    async def _resync(self, live: list[SessionRunner]) -> None:
-        """Redis is back: if it lost our live sessions (restarted empty), store them again."""
-        for runner in live:
-            protocol = runner.protocol
-            if protocol is not None and not await self.store.load(runner.speaking_id):
-                log.warning(
-                    "restoring a session record Redis lost", extra={"id": runner.speaking_id}
-                )
-                await self.store.save(protocol.speaking)
+    def _heartbeat_info(self) -> dict[str, Any]:
+        return {
+            "ari_url": self.settings.ari_url,
+            "tag": self.tag,
+            "instance": self.instance,
+            "sessions": len(self.live_sessions()),
+            "providers": self.engines.configured,
+        }
 
     def _gauges(self) -> None:
         m = self.metrics
-        m.set("speaking_sessions", sum(1 for r in self.runners.values() if r.live))
+        m.set("speaking_sessions", len(self.live_sessions()))
         m.set("speaking_pacer_streams", self.pacer.stream_count)
         m.set("speaking_pacer_ticks_total", self.pacer.ticks)
         m.set("speaking_ari_reconnects_total", self.ari.reconnects)

@@ -15,7 +15,8 @@ from worker.direction import Direction
 from worker.errors import CommandError, ErrorCode
 from worker.events import EventType
 from worker.model import NEVER, Provider, ReferenceType, Status, StopReason
-from worker.session import Limits, Phase, ProtocolViolation, SessionProtocol, retry_delay
+from worker.say_queue import Limits
+from worker.session import Phase, ProtocolViolation, SessionProtocol, retry_delay
 from worker.session_messages import (
     TEARDOWN,
     Action,

@@ -48,20 +48,26 @@ def make_app(settings: ApiSettings, pools: RedisPools) -> web.Application:
             if request.match_info.route.resource
             else "?"
         )
+        customer: str | None = None
         try:
             if request.path not in PUBLIC:
                 key = presented_key(request)
                 customer = await key_store.customer_for(key) if key else None
-                if customer is None:
-                    response: web.StreamResponse = problem(
-                        401,
-                        "unauthenticated",
-                        "missing or unknown API key: pass ?token=, ?accesskey= or "
-                        "an Authorization: Bearer header",
-                    )
-                    return response
+            if request.path in PUBLIC:
+                response: web.StreamResponse = await handler(request)
+            elif customer is None:
+                response = problem(
+                    401,
+                    "unauthenticated",
+                    "missing or unknown API key: pass ?token=, ?accesskey= or "
+                    "an Authorization: Bearer header",
+                )
+            elif request.path.endswith("/events"):  # long-lived: bounded on their own
                 request["customer_id"] = customer
-            response = await handler(request)
+                response = await handler(request)
+            else:
+                request["customer_id"] = customer
+                response = await _bounded(customer, handler, request)
         except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
             response = problem(exc.status, _code(exc.status), exc.reason)
         except REDIS_OUTAGE:  # Redis down, restarting, or every connection of a pool busy
@@ -79,6 +85,28 @@ def make_app(settings: ApiSettings, pools: RedisPools) -> web.Application:
             extra={"method": request.method, "path": request.path, "status": response.status},
         )
         return response
+
+    active: dict[str, int] = {}  # customer -> requests being handled
+
+    async def _bounded(customer: str, handler: Handler, request: web.Request) -> web.StreamResponse:
+        """One customer's requests being handled at once are capped: past the cap the
+        answer is an immediate 429 that costs no Redis call, so a customer's flood
+        cannot take the process (or its Redis connections) from the others."""
+        cap = settings.max_requests_in_flight_per_customer
+        if active.get(customer, 0) >= cap:
+            return problem(
+                429,
+                "limit_exceeded",
+                f"this API key's customer already has {cap} requests being handled; at most "
+                f"{cap} are allowed at once: wait for their answers",
+            )
+        active[customer] = active.get(customer, 0) + 1
+        try:
+            return await handler(request)
+        finally:
+            active[customer] -= 1
+            if not active[customer]:
+                del active[customer]
 
     async def healthz(_request: web.Request) -> web.Response:
         try:

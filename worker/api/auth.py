@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -27,18 +28,32 @@ def presented_key(request: web.Request) -> str | None:
     return request.query.get("token") or request.query.get("accesskey") or None
 
 
+#: How long a key's lookup is remembered in the process: a revoked key works at most this
+#: long more on each API process, and a flood of requests costs no Redis call per request.
+CACHE_TTL_S = 5.0
+CACHE_SIZE = 10_000
+
+
 class KeyStore:
     """The customer behind each API key."""
 
     def __init__(self, redis: Redis, prefix: str = "speaking") -> None:
         self._redis = redis
         self._key = f"{prefix}:apikeys"
+        self._cache: dict[str, tuple[str | None, float]] = {}  # digest -> (customer, until)
 
     async def customer_for(self, key: str) -> str | None:
-        customer = await self._redis.hget(self._key, _digest(key))
-        if customer is None:
-            return None
-        return customer.decode() if isinstance(customer, bytes) else str(customer)
+        digest = _digest(key)
+        cached = self._cache.get(digest)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        raw = await self._redis.hget(self._key, digest)
+        customer = None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[digest] = (customer, now + CACHE_TTL_S)
+        return customer
 
     async def add(self, customer_id: str, key: str | None = None) -> str:
         """A new key for the customer (ValueError for an empty customer id)."""

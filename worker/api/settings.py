@@ -32,6 +32,10 @@ class ApiSettings:
     max_event_streams: int = 200
     #: Open event streams (SSE) one customer may hold at once on this API process.
     max_event_streams_per_customer: int = 10
+    #: Commands one customer may have waiting for a worker's answer at once.
+    max_commands_in_flight: int = 32
+    #: Requests of one customer being handled at once (event streams aside).
+    max_requests_in_flight_per_customer: int = 64
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
@@ -51,4 +55,6 @@ _VARIABLES = {
     "reply_pool_size": "SPEAKING_API_REPLY_POOL_SIZE",
     "max_event_streams": "SPEAKING_API_MAX_EVENT_STREAMS",
     "max_event_streams_per_customer": "SPEAKING_API_MAX_EVENT_STREAMS_PER_CUSTOMER",
+    "max_commands_in_flight": "SPEAKING_API_MAX_COMMANDS_IN_FLIGHT",
+    "max_requests_in_flight_per_customer": "SPEAKING_API_MAX_REQUESTS_IN_FLIGHT_PER_CUSTOMER",
 }

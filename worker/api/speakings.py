@@ -40,6 +40,7 @@ class Speakings:
         self.directory = WorkerDirectory(pools, keys, settings.worker_stale_s)
         self.catalog = Catalog(pools.main, keys)
         self.open_streams: dict[str, int] = {}  # customer -> event streams open (SSE)
+        self.in_flight: dict[str, int] = {}  # customer -> commands sent, not yet answered
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -74,8 +75,22 @@ class Speakings:
         return record
 
     async def _send(
-        self, worker_id: str, kind: str, speaking_id: str, fields: dict[str, str]
+        self, customer_id: str, worker_id: str, kind: str, speaking_id: str, fields: dict[str, str]
     ) -> dict[str, Any] | web.Response:
+        """One command to a worker, and its reply. A customer has at most
+        ``max_commands_in_flight`` commands on their way at once: a worker takes its
+        commands in order from one stream, so one customer's burst would otherwise delay
+        every other customer's commands behind it."""
+        cap = self.settings.max_commands_in_flight
+        in_flight = self.in_flight.get(customer_id, 0)
+        if in_flight >= cap:
+            return problem(
+                429,
+                "limit_exceeded",
+                f"{in_flight} commands of this API key's customer are already in flight; at "
+                f"most {cap} are allowed at once: wait for their answers",
+            )
+        self.in_flight[customer_id] = in_flight + 1
         client = SpeakingClient(self.redis, worker_id, self.keys, replies=self.pools.replies)
         try:
             reply = await client.command(
@@ -85,6 +100,10 @@ class Speakings:
             return problem(
                 503, "unavailable", "the speaking service did not answer in time; try again"
             )
+        finally:
+            self.in_flight[customer_id] -= 1
+            if not self.in_flight[customer_id]:
+                del self.in_flight[customer_id]
         if not reply.get("ok"):
             return from_reply_error(reply.get("error", {}))
         return reply
@@ -126,7 +145,7 @@ class Speakings:
         if located is None or (self.settings.tenancy_check and located.owner != customer_id):
             kind = "call" if fields["reference_type"] == ReferenceType.CALL.value else "conference"
             return problem(404, "not_found", f"{kind} {fields['reference_id']} not found")
-        reply = await self._send(located.worker_id, "create", speaking_id, fields)
+        reply = await self._send(customer_id, located.worker_id, "create", speaking_id, fields)
         if isinstance(reply, web.Response):
             return reply
         speaking = Speaking.from_fields(reply["speaking"])
@@ -249,7 +268,9 @@ class Speakings:
         assert not isinstance(command, Locate)
         reply = await self._answer_stored(record, command)
         if reply is None:
-            sent = await self._send(request["worker_id"], kind, speaking_id, fields)
+            sent = await self._send(
+                request["customer_id"], request["worker_id"], kind, speaking_id, fields
+            )
             if isinstance(sent, web.Response):
                 return sent
             reply = sent
