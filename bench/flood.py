@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from bench.latency import percentiles
 from tests.conftest import ARI_AUTH, ARI_URL, bring_up
 from tests.e2e.api_fixtures import CUSTOMER, OTHER, Api, start_api, stop_api
-from tests.e2e.conftest import REDIS_URL, SIP_PORT, WorkerProcess
+from tests.e2e.processes import REDIS_URL, SIP_PORT, WorkerProcess
 from tests.telephony.ari import Ari
 from tests.telephony.sipp import two_leg_call
 from worker.client import SpeakingClient

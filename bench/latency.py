@@ -24,7 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tests.conftest import ARI_AUTH, ARI_URL, bring_up
-from tests.e2e.conftest import REDIS_URL, SIP_PORT, WorkerProcess
+from tests.e2e.processes import REDIS_URL, SIP_PORT, WorkerProcess
 from tests.telephony.analysis import first_loud_time, in_window, speech_frames
 from tests.telephony.sipp import two_leg_call
 from worker.client import SpeakingClient

@@ -134,6 +134,22 @@ def asterisk_ctl(action: str, instance: int = INSTANCE) -> None:
         guard.discard(f"asterisk {instance}")
 
 
+def asterisk_pid(instance: int = INSTANCE) -> int:
+    """The pid of a running Asterisk instance started by scripts/asterisk.sh."""
+    run_dir = os.environ.get("SPEAKING_RUN_DIR", "/var/run/speaking")
+    return int(Path(f"{run_dir}/asterisk-{instance}/pid").read_text())
+
+
+async def frozen_asterisk(seconds: float, instance: int = INSTANCE) -> None:
+    """Freeze Asterisk (SIGSTOP) for ``seconds``; it is always thawed (SIGCONT) again."""
+    pid = asterisk_pid(instance)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def redis_ctl(action: str, port: int, *options: str) -> None:
     """``scripts/redis.sh <action>`` for the Redis on ``port`` (blocking: call it from a
     thread). A Redis this run starts stays on the guardian's list while it runs."""

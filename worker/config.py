@@ -42,6 +42,34 @@ class Settings:
     #: How often the command stream is trimmed and stale pending entries are reclaimed.
     maintenance_interval_s: float = 30.0
 
+    # -- providers (each configured only with credentials; see docs/providers.md) --------
+    #: ElevenLabs' key ("" = ELEVENLABS_API_KEY); its API base URL; model; "http" (a
+    #: streamed request per say) or "websocket" (multi-stream-input).
+    elevenlabs_api_key: str = ""
+    elevenlabs_base_url: str = "https://api.elevenlabs.io"
+    elevenlabs_model: str = "eleven_flash_v2_5"
+    elevenlabs_mode: str = "http"
+    #: Google: "host:port" ("" = Google's), plain gRPC for a local fake or proxy, and a
+    #: service-account file ("" = Application Default Credentials).
+    gcp_endpoint: str = ""
+    gcp_insecure: bool = False
+    gcp_credentials_file: str = ""
+    #: Amazon Polly: region, endpoint ("" = AWS's), keys ("" = the standard chain).
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str = ""
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    #: Providers to try, in order, when a segment's provider fails before any of its
+    #: audio was played, e.g. "gcp,offline". "" = none.
+    fallback_providers: str = ""
+    #: Concurrent requests per cloud provider (its connection pool and thread pool).
+    provider_connections: int = 64
+    #: The synthesis cache: bytes in memory, entry lifetime, and whether Redis keeps a
+    #: shared copy for every worker of the deployment.
+    tts_cache_bytes: int = 64 * 1024 * 1024
+    tts_cache_ttl_s: float = 24 * 3600.0
+    tts_cache_redis: bool = False
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Each field from ``SPEAKING_<FIELD NAME IN CAPITALS>``."""
@@ -51,7 +79,8 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """Settings fit for a log line: secrets replaced."""
         out: dict[str, object] = dict(self.__dict__)
-        out["ari_password"] = "***" if self.ari_password else ""
+        for secret in ("ari_password", "elevenlabs_api_key", "aws_secret_access_key"):
+            out[secret] = "***" if getattr(self, secret) else ""
         if "@" in self.redis_url:  # redis://user:password@host
             scheme, rest = self.redis_url.split("://", 1)
             out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

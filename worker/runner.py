@@ -215,7 +215,7 @@ class SessionRunner:
         store = self.services.store
         previous = await retry_through_outage(lambda: store.result_of(command.command_id))
         if previous is not None:  # a replay: the original answer, and nothing changes
-            self.services.replies.put(command.command_id, previous, inbound.entry_id)
+            self.services.replies.answer(command.command_id, previous, inbound.entry_id)
             return
         if inbound.expired(time.time() * 1000):
             error = unavailable("the command expired before it could be applied; nothing was done")
@@ -346,7 +346,7 @@ class SessionRunner:
         if not reply.body.get("ok"):
             error = reply.body.get("error", {})
             log.info("command refused", extra={"command_id": reply.command_id, "error": error})
-        self.services.replies.put(reply.command_id, reply.body, reply.entry_id)
+        self.services.replies.answer(reply.command_id, reply.body, reply.entry_id)
 
     # -- actions that talk to Asterisk --------------------------------------------------------
 

@@ -7,16 +7,7 @@ inputs. The whole life of a session is the table ``_TRANSITIONS`` at the bottom:
 per (phase, input) that the phase accepts. Any other pair raises
 :class:`ProtocolViolation` (a typed error, never a silent no-op).
 
-Phases:
-
-    CHECKING ──lock claimed──▶ SETTING_UP ──media up──▶ ACTIVE
-       │  (call checked,          │  (stored initiating,    │
-       │   lock claimed)          │   create answered)      │
-       ▼                          ▼                         ▼
-    ABSENT (refused create)    TEARING_DOWN ◀──────────────┘
-                                  │ silence, media, record, release (each retried)
-                                  ▼
-                               STOPPED (final)
+The phases and the teardown are drawn in docs/architecture.md ("The session protocol").
 
 Commands are acknowledged only after they took effect: a create once the session is
 stored as initiating, a stop or delete once teardown is complete. A session that no

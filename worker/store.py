@@ -230,17 +230,15 @@ class Store:
             _s(m) for m in await self.redis.smembers(self.keys.worker_sessions(self.worker_id))
         )
 
-    async def publish(self, event: Event) -> None:
-        fields: Any = event.to_fields()
+    async def publish(self, events: list[Event]) -> None:
+        """Append events, in order, to the global stream and to each session's own."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.keys.events(), fields, maxlen=EVENTS_MAXLEN, approximate=True)
-            pipe.xadd(
-                self.keys.session_events(event.speaking_id),
-                fields,
-                maxlen=SESSION_EVENTS_MAXLEN,
-                approximate=True,
-            )
-            pipe.expire(self.keys.session_events(event.speaking_id), STOPPED_SESSION_TTL_S)
+            for event in events:
+                fields: Any = event.to_fields()
+                session = self.keys.session_events(event.speaking_id)
+                pipe.xadd(self.keys.events(), fields, maxlen=EVENTS_MAXLEN, approximate=True)
+                pipe.xadd(session, fields, maxlen=SESSION_EVENTS_MAXLEN, approximate=True)
+                pipe.expire(session, STOPPED_SESSION_TTL_S)
             await pipe.execute()
 
     async def unregister(self, instance: str) -> None:

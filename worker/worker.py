@@ -298,7 +298,7 @@ class Worker:
             await self._room.wait()
 
     def _refuse(self, entry_id: str, command_id: str, error: CommandError) -> None:
-        self.replies.put(command_id, Reply.refusal(entry_id, command_id, error).body, entry_id)
+        self.replies.answer(command_id, Reply.refusal(entry_id, command_id, error).body, entry_id)
 
     def _refuse_malformed(self, entry_id: str, fields: dict[str, str], error: CommandError) -> None:
         command_id = fields.get("command_id", "")
@@ -337,7 +337,7 @@ class Worker:
         except ARI_FAILURES as exc:
             error = unavailable(f"Asterisk did not answer ({type(exc).__name__})")
             body = {"ok": False, "command_id": command.command_id, "error": error.to_dict()}
-        self.replies.put(command.command_id, body, entry_id)
+        self.replies.answer(command.command_id, body, entry_id)
 
     async def _reclaim(self) -> None:
         """Entries left pending (a reply that could not be written, a lost task) are

@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.e2e.conftest import REDIS_URL, WorkerProcess, free_port
-from tests.e2e.processes import ServiceProcess
+from tests.e2e.processes import REDIS_URL, ServiceProcess, WorkerProcess, free_port
 from worker.api.auth import KeyStore
 
 CUSTOMER = "cust-1"  # the owner the test calls carry (X-Customer-Id -> SPEAKING_CUSTOMER_ID)
@@ -38,11 +37,12 @@ class Api:
         json: Any = None,
         data: bytes | None = None,
         auth: str = "token",
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """One request, authenticated the way ``auth`` says (token, accesskey, bearer)."""
         key = self.key if key is None else key
         params: dict[str, str] = {}
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         if auth == "bearer":
             headers["Authorization"] = f"Bearer {key}"
         elif auth in ("token", "accesskey"):

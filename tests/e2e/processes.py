@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import ROOT
+import aiohttp
+
+from tests.conftest import ARI_AUTH, ARI_URL, INSTANCE, REDIS_PORT, ROOT
 
 
 def child_command(*argv: str) -> list[str]:
@@ -107,3 +112,61 @@ class ServiceProcess:
 
     def errors(self) -> list[str]:
         return [line for line in self.lines if '"level": "error"' in line]
+
+
+PRIVATE_REDIS_PORT = 6411
+PRIVATE_REDIS_URL = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
+
+
+SIP_PORT = 5060 + 100 * INSTANCE
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+#: Test clients of Redis: a frozen or stopped Redis must fail a test, not hang it (the
+#: read timeout is above every BLPOP/XREAD block the tests use).
+REDIS_SOCKET_TIMEOUT_S = 30.0
+REDIS_CONNECT_TIMEOUT_S = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class WorkerProcess(ServiceProcess):
+    """``speaking-worker`` as a child process, the way it is deployed."""
+
+    def __init__(self, worker_id: str, log_path: Path, **env: str) -> None:
+        self.worker_id = worker_id
+        self.metrics_port = free_port()
+        environment = {
+            **os.environ,
+            "SPEAKING_WORKER_ID": worker_id,
+            "SPEAKING_REDIS_URL": REDIS_URL,
+            "SPEAKING_ARI_URL": ARI_URL,
+            "SPEAKING_ARI_PASSWORD": ARI_AUTH[1],
+            "SPEAKING_ARI_APP": f"speaking-{worker_id}",
+            "SPEAKING_METRICS_PORT": str(self.metrics_port),
+            **env,
+        }
+        super().__init__("worker.daemon", log_path, environment, ready='"worker ready"')
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """GET /healthz: its status and JSON body."""
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(url) as resp,
+        ):
+            body: dict[str, Any] = await resp.json()
+            return resp.status, body
+
+    async def wait_health(self, status: int, within_s: float = 10.0) -> dict[str, Any]:
+        """Poll /healthz until it answers ``status`` (the worker has no event to await for
+        what its health check concludes); its body then."""
+        async with asyncio.timeout(within_s):
+            while True:
+                answered, body = await self.health()
+                if answered == status:
+                    return body
+                await asyncio.sleep(0.1)

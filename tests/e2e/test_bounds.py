@@ -19,7 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.e2e.api_fixtures import Api, start_api, stop_api
-from tests.e2e.conftest import PRIVATE_REDIS_URL, CallFactory, WorkerProcess
+from tests.e2e.conftest import CallFactory
+from tests.e2e.processes import PRIVATE_REDIS_URL, WorkerProcess
 from tests.e2e.test_api import create, wait_active
 from tests.e2e.test_call_path import LONG
 from worker.store import LOCK_TTL_MS

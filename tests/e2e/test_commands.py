@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.e2e.conftest import CallFactory, WorkerProcess, create_fields
+from tests.e2e.conftest import CallFactory, create_fields
+from tests.e2e.processes import WorkerProcess
 from tests.e2e.test_call_path import HELLO, say, start_session, stop
 from tests.telephony.ari import Ari, AriEvents
 from worker.client import SpeakingClient

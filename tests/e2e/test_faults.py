@@ -21,15 +21,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import INSTANCE, redis_ctl
+from tests.conftest import INSTANCE, asterisk_pid, frozen_asterisk, redis_ctl
 from tests.e2e.api_fixtures import CUSTOMER, OTHER, Api, start_api, stop_api
-from tests.e2e.conftest import (
-    PRIVATE_REDIS_PORT,
-    PRIVATE_REDIS_URL,
-    CallFactory,
-    WorkerProcess,
-    create_fields,
-)
+from tests.e2e.conftest import CallFactory, create_fields
+from tests.e2e.processes import PRIVATE_REDIS_PORT, PRIVATE_REDIS_URL, WorkerProcess
 from tests.e2e.test_api import wait_active
 from tests.e2e.test_call_path import LONG, say, start_session
 from tests.telephony.analysis import count_loud
@@ -164,20 +159,6 @@ async def test_a_dropped_ari_connection_is_survived(
         await proxy.close()
 
 
-def _asterisk_pid() -> int:
-    run_dir = os.environ.get("SPEAKING_RUN_DIR", "/var/run/speaking")
-    return int(Path(f"{run_dir}/asterisk-{INSTANCE}/pid").read_text())
-
-
-async def _frozen_asterisk(seconds: float) -> None:
-    pid = _asterisk_pid()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 async def test_asterisk_frozen_during_setup(
     redis: Redis, worker: WorkerProcess, call: CallFactory
 ) -> None:
@@ -186,7 +167,7 @@ async def test_asterisk_frozen_during_setup(
     client = SpeakingClient(redis, worker.worker_id)
     async with call() as c:
         speaking_id = str(uuid.uuid4())
-        freeze = asyncio.create_task(_frozen_asterisk(5.0))
+        freeze = asyncio.create_task(frozen_asterisk(5.0))
         reply = await client.command(
             "create", speaking_id, create_fields(c, direction="in"), timeout_s=30
         )
@@ -214,7 +195,7 @@ async def test_asterisk_frozen_during_teardown(
     async with call() as c:
         speaking_id = await start_session(client, c)
         await say(client, speaking_id, LONG)
-        freeze = asyncio.create_task(_frozen_asterisk(5.0))
+        freeze = asyncio.create_task(frozen_asterisk(5.0))
         await asyncio.sleep(0.2)  # frozen now
         started = time.monotonic()
         stop = await client.command("stop", speaking_id, {}, timeout_s=30)
@@ -266,7 +247,7 @@ async def test_pending_commands_are_replayed_once_after_a_crash(
     client = SpeakingClient(redis, worker_id)
     async with call() as c:
         speaking_id = await start_session(client, c)
-        pid = _asterisk_pid()
+        pid = asterisk_pid()
         stop_id = str(uuid.uuid4())
         os.kill(pid, signal.SIGSTOP)
         try:

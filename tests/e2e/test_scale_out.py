@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 
 from tests.conftest import ARI_AUTH, asterisk_ctl
 from tests.e2e.api_fixtures import Api
-from tests.e2e.conftest import CallFactory, WorkerProcess, our_leftovers
+from tests.e2e.conftest import CallFactory, our_leftovers
+from tests.e2e.processes import WorkerProcess
 from tests.e2e.test_api import create, sse_until, wait_active
 from tests.telephony.analysis import count_loud
 from tests.telephony.ari import Ari

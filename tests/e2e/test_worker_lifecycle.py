@@ -13,7 +13,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import INSTANCE, asterisk_ctl
-from tests.e2e.conftest import CallFactory, WorkerProcess, our_leftovers
+from tests.e2e.conftest import CallFactory, our_leftovers
+from tests.e2e.processes import WorkerProcess
 from tests.e2e.test_call_path import LONG, say, start_session
 from tests.telephony.ari import Ari
 from worker.client import SpeakingClient

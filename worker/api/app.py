@@ -16,6 +16,7 @@ from worker.api.pools import RedisPools
 from worker.api.problems import problem
 from worker.api.settings import ApiSettings
 from worker.api.speakings import Speakings
+from worker.api.voices import list_voices
 from worker.metrics import Registry
 from worker.redis_retry import REDIS_OUTAGE
 from worker.store import Keys
@@ -127,7 +128,14 @@ def make_app(settings: ApiSettings, pools: RedisPools) -> web.Application:
     async def events(request: web.Request) -> web.StreamResponse:
         return await stream_events(speakings, request)
 
+    async def voices(request: web.Request) -> web.Response:
+        return await list_voices(
+            request, pools.main, settings.redis_prefix, settings.default_provider
+        )
+
     app = web.Application(middlewares=[guard], client_max_size=256 * 1024)
+    # Before the resource's routes: "voices" would otherwise match /speakings/{id}.
+    app.add_routes([web.get("/v1.0/speakings/voices", voices)])
     app.add_routes(speakings.routes())
     app.add_routes(
         [

@@ -3,6 +3,7 @@ the same rules as the worker (worker/commands.py), and drives the owning worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import fields as dataclass_fields
@@ -17,6 +18,7 @@ from worker.api.problems import from_command_error, from_reply_error, not_found,
 from worker.api.settings import ApiSettings
 from worker.client import CommandTimeout, SpeakingClient
 from worker.commands import Locate, is_id, parse_command, validate_text
+from worker.engines.providers import not_configured
 from worker.errors import CommandError
 from worker.model import NEVER, ReferenceType, Speaking, Status
 from worker.session import SessionProtocol
@@ -123,7 +125,10 @@ class Speakings:
                     return problem(400, "invalid_argument", f"{name} must be a string")
                 fields[name] = body[name]
         fields["provider"] = fields.get("provider") or self.settings.default_provider
-        fields |= {"type": "create", "command_id": str(uuid.uuid4()), "speaking_id": speaking_id}
+        command_id = _command_id(request)
+        if isinstance(command_id, web.Response):
+            return command_id
+        fields |= {"type": "create", "command_id": command_id, "speaking_id": speaking_id}
         fields["customer_id"] = customer_id
         try:
             parse_command(fields)  # the worker's own validation, before anything is sent
@@ -134,8 +139,7 @@ class Speakings:
             return problem(
                 400,
                 "invalid_argument",
-                f"provider {fields['provider']} is not configured on this deployment "
-                f"(no credentials); configured providers: {', '.join(configured) or 'none'}",
+                not_configured(fields["provider"], configured),
                 allowed=configured,
             )
         try:
@@ -262,9 +266,11 @@ class Speakings:
         if isinstance(record, web.Response):
             return record
         speaking_id = record["id"]
-        command = parse_command(
-            {**fields, "type": kind, "command_id": str(uuid.uuid4()), "speaking_id": speaking_id}
-        )
+        command_id = _command_id(request)
+        if isinstance(command_id, web.Response):
+            return command_id
+        fields = {**fields, "command_id": command_id}
+        command = parse_command({**fields, "type": kind, "speaking_id": speaking_id})
         assert not isinstance(command, Locate)
         reply = await self._answer_stored(record, command)
         if reply is None:
@@ -295,6 +301,28 @@ class Speakings:
                 case Reply(body=body):
                     reply = body
         return reply
+
+
+def _command_id(request: web.Request) -> str | web.Response:
+    """The id of the command a request sends. With an ``Idempotency-Key`` header it is
+    derived from the key and the customer: the same request sent again (a client's retry
+    after a timeout) is the same command, answered with its first answer and applied
+    once. Without one, every request is a new command."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return str(uuid.uuid4())
+    if not is_id(key):
+        return problem(
+            400,
+            "invalid_argument",
+            "Idempotency-Key must be 1-64 characters: letters, digits, '.', '_', ':' or '-'",
+        )
+    return idempotent_command_id(request["customer_id"], key)
+
+
+def idempotent_command_id(customer_id: str, key: str) -> str:
+    """The command id behind a customer's Idempotency-Key (customers never collide)."""
+    return "k" + hashlib.sha256(f"{customer_id}\0{key}".encode()).hexdigest()[:40]
 
 
 def _summary(reply: dict[str, Any] | web.Response) -> web.Response:
