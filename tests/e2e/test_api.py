@@ -372,3 +372,62 @@ async def test_single_tenant_deployment_can_switch_the_owner_check_off(
             assert (await open_api.call("POST", f"/v1.0/speakings/{body['id']}/stop"))[0] == 200
     finally:
         await stop_api(open_api)
+
+
+async def test_deeply_nested_json_is_400_not_500(api: Api) -> None:
+    body = ("[" * 100_000 + "]" * 100_000).encode()
+    status, problem = await api.call("POST", "/v1.0/speakings", data=body)
+    assert status == 400 and "nested too deeply" in problem["error"]["message"], problem
+
+
+async def test_a_key_needs_a_customer_id(tmp_path: Path) -> None:
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.api.main",
+        "add-key",
+        "--customer",
+        "",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 2 and b"is not a customer id" in err
+
+
+async def test_a_retried_request_with_an_idempotency_key_is_applied_once(
+    api: Api, call: CallFactory
+) -> None:
+    async with call() as c:
+        headers = {"Idempotency-Key": f"create-{uuid.uuid4().hex}"}
+        body = {"reference_type": "call", "reference_id": c.caller_channel_id, "language": "en-US"}
+        first = await api.call("POST", "/v1.0/speakings", json=body, headers=headers)
+        again = await api.call("POST", "/v1.0/speakings", json=body, headers=headers)
+        assert first[0] == again[0] == 201 and first[1]["id"] == again[1]["id"]
+        speaking_id = first[1]["id"]
+        await wait_active(api, speaking_id)
+        say = {"Idempotency-Key": "say-1"}
+        path = f"/v1.0/speakings/{speaking_id}/say"
+        one = await api.call("POST", path, json={"text": "Only once."}, headers=say)
+        two = await api.call("POST", path, json={"text": "Only once."}, headers=say)
+        assert one == two and one[0] == 200
+        assert (await api.call("POST", path, headers={"Idempotency-Key": "bad key!"}))[0] == 400
+        assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/stop"))[0] == 200
+
+
+async def test_the_catalog_forgets_sessions_whose_record_expired(
+    api: Api, redis: Redis, call: CallFactory
+) -> None:
+    async with call() as c:
+        speaking_id = (await create(api, c))["id"]
+        await wait_active(api, speaking_id)
+        assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/stop"))[0] == 200
+    catalog = "speaking:customer:cust-1:sessions"
+    assert await redis.zscore(catalog, speaking_id) is not None
+    await redis.delete(f"speaking:session:{speaking_id}")  # as its 7-day TTL would
+    status, page = await api.call("GET", "/v1.0/speakings?page_size=100")
+    assert status == 200 and speaking_id not in [s["id"] for s in page["result"]]
+    assert await redis.zscore(catalog, speaking_id) is None
+    assert await redis.ttl(catalog) > 0  # the catalog itself expires with its sessions
