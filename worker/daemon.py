@@ -12,20 +12,14 @@ from aiohttp import web
 
 from worker import logs
 from worker.config import Settings
-from worker.engines.offline import OfflineEngine
-from worker.engines.registry import EngineRegistry
+from worker.engines.configured import build_engines
 from worker.metrics import Registry
-from worker.model import Provider
 from worker.presence import WorkerIdInUse
 from worker.redis_retry import connect
 from worker.store import Keys, Store
 from worker.worker import Worker
 
 log = logging.getLogger("worker.daemon")
-
-
-def build_engines(settings: Settings) -> EngineRegistry:
-    return EngineRegistry({Provider.OFFLINE: OfflineEngine(settings.offline_default_voice)})
 
 
 async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | None:

@@ -19,6 +19,7 @@ Concurrency invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from worker.ari import AriClient, AriError
 from worker.call_media import ARI_FAILURES, CallMedia, ChannelWaiters
 from worker.commands import Create, Flush, Say
 from worker.direction import whisper_for
-from worker.engines.base import Engine, EngineError, Voice
+from worker.engines.base import Engine, EngineError, Synthesis, Voice
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict, unavailable
 from worker.events import Event
@@ -71,6 +72,7 @@ from worker.session_messages import (
 )
 from worker.session_playback import SessionPlayback
 from worker.store import Store
+from worker.synthesis_cache import SynthesisCache
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class SessionServices:
     limits: Limits
     #: Why a new session cannot be admitted now (capacity), or None.
     admit: Callable[[], CommandError | None]
+    cache: SynthesisCache | None = None
 
 
 class SessionRunner:
@@ -133,6 +136,7 @@ class SessionRunner:
         self._loaded = False
         self._engine: Engine | None = None
         self._voice: Voice | None = None
+        self._syntheses: list[Synthesis] = []
         self.media: CallMedia | None = None
         self._format: MediaFormat | None = None
         self.playback: SessionPlayback | None = None
@@ -321,16 +325,15 @@ class SessionRunner:
                 self._build = asyncio.create_task(self._build_media(), name="session-setup")
             case StartPlayback():
                 assert self.media is not None and self._format is not None
-                assert self._engine is not None and self._voice is not None
                 self.playback = SessionPlayback(
                     self._format,
                     self.media.send,
                     self.media.rtp is not None,
-                    self._engine,
-                    self._voice,
+                    self._syntheses,
                     services.pacer,
                     services.metrics,
                     self.post,
+                    services.cache,
                 )
             case Enqueue(segment_id, text):
                 assert self.playback is not None
@@ -373,7 +376,7 @@ class SessionRunner:
 
     async def _build_media(self) -> None:
         assert self.protocol is not None and self.media is not None
-        assert self._engine is not None and self._voice is not None
+        assert self._voice is not None
         services, speaking = self.services, self.protocol.speaking
         started = time.monotonic()
         try:
@@ -381,13 +384,18 @@ class SessionRunner:
                 speaking.reference_id, "CHANNEL(audionativeformat)"
             )
             fmt = media_format_for(native or "", services.wideband_websocket)
+            # Synthesis at the call's rate, where the provider can (no resampling).
+            self._syntheses = services.engines.open(speaking.provider, self._voice, fmt.rate)
             # Both or neither: if one fails the other is cancelled, and teardown removes
             # whatever the media setup had created.
             async with asyncio.TaskGroup() as group:
                 setup = group.create_task(
                     self.media.setup(whisper_for(speaking.direction), fmt, services.rtp_host)
                 )
-                group.create_task(self._engine.prepare(self._voice))
+                group.create_task(self._syntheses[0].prepare())
+            for fallback in self._syntheses[1:]:  # best effort: tried only if needed
+                with contextlib.suppress(Exception):
+                    await fallback.prepare()
         except Exception as exc:
             cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
             log.warning(
@@ -411,6 +419,10 @@ class SessionRunner:
                     playback, self.playback = self.playback, None
                     if playback is not None:
                         await playback.close(action.reason.value)
+                    syntheses, self._syntheses = self._syntheses, []
+                    for synthesis in syntheses:  # the provider connections of the session
+                        with contextlib.suppress(Exception):
+                            await synthesis.close()
                 case Step.MEDIA:
                     if self._build is not None:  # never tear down what is still being built
                         self._build.cancel()

@@ -1,5 +1,6 @@
 """A live session's audio: its Playout on the shared clock and the Player that fills it,
-with their news turned into protocol inputs (worker/session_messages.py).
+with their news turned into protocol inputs (worker/session_messages.py) and into the
+providers' metrics.
 
 Callbacks here run inside the clock tick: they only post, never await.
 """
@@ -7,9 +8,9 @@ Callbacks here run inside the clock tick: they only post, never await.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from worker.engines.base import Engine, Voice
+from worker.engines.base import FailureKind, Synthesis
 from worker.events import EventType
 from worker.media_format import MediaFormat
 from worker.metrics import Registry
@@ -17,6 +18,7 @@ from worker.pacer import Pacer
 from worker.player import Player, Segment, SegmentProblem
 from worker.playout import Playout, PlayoutEvent, PlayoutEventKind
 from worker.session_messages import SegmentEvent
+from worker.synthesis_cache import SynthesisCache
 
 
 class SessionPlayback:
@@ -27,18 +29,19 @@ class SessionPlayback:
         fmt: MediaFormat,
         send: Callable[[bytes], None],
         rtp: bool,
-        engine: Engine,
-        voice: Voice,
+        syntheses: Sequence[Synthesis],
         pacer: Pacer,
         metrics: Registry,
         post: Callable[[SegmentEvent], None],
+        cache: SynthesisCache | None = None,
     ) -> None:
         self._pacer = pacer
         self._metrics = metrics
         self._post = post
         self._said: dict[str, float] = {}  # segment id -> when its say was applied
+        self._speaker: dict[str, tuple[str, float]] = {}  # segment id -> provider, first byte
         self.playout = Playout(fmt, send, self._on_playout, time.monotonic, rtp=rtp)
-        self.player = Player(engine, voice, self.playout, self._on_problem)
+        self.player = Player(syntheses, self.playout, self._on_problem, self, cache)
         self.player.start()
         pacer.add(self.playout)
 
@@ -56,17 +59,44 @@ class SessionPlayback:
         self._metrics.inc("speaking_frames_sent_total", self.playout.frames_sent)
         await self.player.close(reason)
 
+    # -- what the player reports (SynthesisObserver) ------------------------------------
+
+    def speaking(self, segment_id: str, provider: str, first_byte_s: float) -> None:
+        self._speaker[segment_id] = (provider, first_byte_s)
+        self._metrics.observe(
+            "speaking_provider_first_byte_seconds", first_byte_s, provider=provider
+        )
+
+    def synthesized(self, provider: str, characters: int) -> None:
+        self._metrics.inc("speaking_provider_characters_total", characters, provider=provider)
+
+    def failed(self, provider: str, kind: FailureKind) -> None:
+        self._metrics.inc("speaking_provider_failures_total", provider=provider, kind=kind.value)
+
+    # -- what the playout reports (from the tick) ------------------------------------------
+
     def _on_playout(self, event: PlayoutEvent) -> None:
+        segment_id = event.segment_id
         if event.kind is PlayoutEventKind.SEGMENT_STARTED:
-            latency = event.at - self._said.pop(event.segment_id, event.at)
+            self.player.notify_started(segment_id)
+            latency = event.at - self._said.pop(segment_id, event.at)
+            provider, first_byte = self._speaker.pop(segment_id, ("", 0.0))
             self._metrics.observe("speaking_first_audio_seconds", latency)
-            data = {"latency_ms": f"{latency * 1000:.1f}"}
-            self._post(SegmentEvent(EventType.SEGMENT_STARTED, event.segment_id, data))
+            data = {"latency_ms": f"{latency * 1000:.1f}", "provider": provider}
+            if provider:
+                # The worker's own share of the latency: all but the provider's first byte.
+                overhead = max(0.0, latency - first_byte)
+                self._metrics.observe(
+                    "speaking_worker_overhead_seconds", overhead, provider=provider
+                )
+                data["first_byte_ms"] = f"{first_byte * 1000:.1f}"
+            self._post(SegmentEvent(EventType.SEGMENT_STARTED, segment_id, data))
         else:
-            self.player.notify_finished(event.segment_id)
-            self._post(SegmentEvent(EventType.SEGMENT_FINISHED, event.segment_id))
+            self.player.notify_finished(segment_id)
+            self._post(SegmentEvent(EventType.SEGMENT_FINISHED, segment_id))
 
     def _on_problem(self, problem: SegmentProblem) -> None:
         kind = EventType.SEGMENT_FAILED if problem.failed else EventType.SEGMENT_FLUSHED
         self._said.pop(problem.segment_id, None)
+        self._speaker.pop(problem.segment_id, None)
         self._post(SegmentEvent(kind, problem.segment_id, {"reason": problem.reason}))

@@ -16,6 +16,7 @@ Concurrency invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from typing import Any
@@ -41,12 +42,15 @@ from worker.say_queue import Limits
 from worker.session_messages import ChannelGone, Reply, Shutdown
 from worker.store import Store
 from worker.supervisor import Supervisor
+from worker.synthesis_cache import SynthesisCache
 
 log = logging.getLogger(__name__)
 
 _GONE_EVENTS = {"ChannelDestroyed", "ChannelHangupRequest", "StasisEnd"}
 RECLAIM_IDLE_MS = 60_000
 JANITOR_S = 2.0
+VOICES_REFRESH_S = 3600.0
+VOICES_TTL_S = 2 * 3600
 #: Commands waiting in one session's inbox; past this the session answers "busy".
 MAX_INBOX = 500
 #: Side tasks (locate, refusals) and finished-session runners at once; past this the
@@ -114,6 +118,13 @@ class Worker:
             wideband_websocket=settings.wideband_websocket,
             limits=Limits(settings.max_queued_says, settings.max_queued_chars),
             admit=self._admit,
+            cache=SynthesisCache(
+                metrics,
+                settings.tts_cache_bytes,
+                settings.tts_cache_ttl_s,
+                redis=store.redis if settings.tts_cache_redis else None,
+                prefix=settings.redis_prefix,
+            ),
         )
         store.on_acked = self._in_flight.discard
         _describe(metrics)
@@ -142,6 +153,7 @@ class Worker:
         self.supervisor.start("reclaim", self._reclaim)
         self.supervisor.start("trim", self._trim)
         self.supervisor.start("janitor", self._janitor)
+        self.supervisor.start("voices", self._publish_voices)
         warm = asyncio.create_task(self.engines.warm_up(), name="warm-up")
         self._side.add(warm)
         warm.add_done_callback(self._side.discard)
@@ -371,6 +383,24 @@ class Worker:
             except REDIS_OR_ARI as exc:
                 log.debug("sweep skipped", extra={"error": type(exc).__name__})
 
+    async def _publish_voices(self) -> None:
+        """The cloud providers' own voice lists, for GET /speakings/voices (hourly)."""
+        while True:
+            for provider, engine in self.engines.engines().items():
+                list_voices = getattr(engine, "list_voices", None)
+                if list_voices is None:
+                    continue
+                try:
+                    voices = await list_voices()
+                    key = f"{self.settings.redis_prefix}:voices:{provider.value}"
+                    await self.store.redis.set(key, json.dumps(voices), ex=VOICES_TTL_S)
+                except Exception as exc:  # a provider's list is a nicety, never a failure
+                    log.info(
+                        "voice list not refreshed",
+                        extra={"provider": provider.value, "error": type(exc).__name__},
+                    )
+            await asyncio.sleep(VOICES_REFRESH_S)
+
     # -- ARI events -----------------------------------------------------------------------
 
     def on_ari_event(self, event: dict[str, Any]) -> None:
@@ -438,8 +468,28 @@ def _describe(metrics: Registry) -> None:
         "speaking_ari_reconnects_total", "counter", "Reconnects of the ARI events websocket"
     )
     metrics.describe("speaking_frames_sent_total", "counter", "20 ms frames sent by ended sessions")
-    buckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+    buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
     metrics.describe("speaking_setup_seconds", "histogram", "Create to active", buckets)
     metrics.describe(
         "speaking_first_audio_seconds", "histogram", "Say to first frame sent", buckets
+    )
+    metrics.describe(
+        "speaking_provider_first_byte_seconds",
+        "histogram",
+        "Provider's time to first audio",
+        buckets,
+    )
+    metrics.describe(
+        "speaking_worker_overhead_seconds",
+        "histogram",
+        "Say to first frame sent, minus the provider's time to first audio",
+        buckets,
+    )
+    metrics.describe(
+        "speaking_provider_failures_total", "counter", "Provider failures, by provider and kind"
+    )
+    metrics.describe(
+        "speaking_provider_characters_total",
+        "counter",
+        "Characters synthesized (billed), by provider",
     )

@@ -20,7 +20,7 @@ import pytest
 from piper import PiperVoice
 
 from worker.engines import piper as piper_module
-from worker.engines.base import Engine, UnsupportedVoice, Voice
+from worker.engines.base import UnsupportedVoice, Voice
 from worker.engines.espeak import EspeakEngine
 from worker.engines.piper import VOICE_ID, PiperEngine
 from worker.engines.threaded import Emit, iterate_generator_in_thread, iterate_in_thread
@@ -278,7 +278,9 @@ async def test_piper_does_not_block_the_loop(piper: PiperEngine) -> None:
 # -- shared ------------------------------------------------------------------------------
 
 
-async def stop_early_then_reuse(engine: Engine, voice: Voice, how: str, bound: float) -> None:
+async def stop_early_then_reuse(
+    engine: EspeakEngine | PiperEngine, voice: Voice, how: str, bound: float
+) -> None:
     """Stop a long synthesis after its first chunk; the stop must not wait for the rest."""
     if how == "aclose":
         iterator = engine.synthesize(LONG, voice)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from worker.engines.base import EngineError, Voice
+from worker.engines.base import EngineError, FailureKind, Voice
 from worker.g711 import ulaw_encode
 from worker.media_format import MediaFormat
 from worker.pacer import Pacer
@@ -343,21 +343,28 @@ class RecordingStream(AsyncIterator[bytes]):
 
 
 class FakeEngine:
-    """A deterministic engine: a 22,050 Hz tone, 100 ms per word, in odd-sized chunks.
+    """A deterministic synthesis: a 22,050 Hz tone, 100 ms per word, in odd-sized chunks,
+    one sentence per request.
 
     ``gates`` makes a sentence containing the key wait for the event before its first
     chunk (a slow or stuck provider); ``fail_on`` makes a sentence containing it raise
     EngineError after half its audio.
     """
 
-    name = "fake"
+    provider = "fake"
+    voice = Voice("fake", "en")
+    rate = ENGINE_RATE
 
     def __init__(
         self,
         playout: Playout | None = None,
         gates: dict[str, asyncio.Event] | None = None,
         fail_on: str | None = None,
+        fail_first: str | None = None,
+        provider: str = "fake",
     ) -> None:
+        self.provider = provider
+        self.fail_first = fail_first
         self.playout = playout
         self.gates = gates or {}
         self.fail_on = fail_on
@@ -367,16 +374,16 @@ class FakeEngine:
         self.aclosed: list[str] = []
         self.finalized: list[str] = []
 
-    def sample_rate(self, voice: Voice) -> int:
-        return ENGINE_RATE
+    def split(self, text: str) -> list[str]:
+        return split_sentences(text)
 
-    def resolve_voice(self, language: str, voice_id: str) -> Voice:
-        return Voice(voice_id or "fake", language)
-
-    async def prepare(self, voice: Voice) -> None:
+    async def prepare(self) -> None:
         return None
 
-    def synthesize(self, text: str, voice: Voice) -> AsyncIterator[bytes]:
+    async def close(self) -> None:
+        return None
+
+    def stream(self, text: str) -> AsyncIterator[bytes]:
         return RecordingStream(self, text, self._generate(text))
 
     @staticmethod
@@ -394,6 +401,10 @@ class FakeEngine:
             for key, gate in self.gates.items():
                 if key in text:
                     await gate.wait()
+            if self.fail_first and self.fail_first in text:
+                raise EngineError(
+                    f"{self.provider}: HTTP 429 (rate limited)", FailureKind.RATE_LIMIT
+                )
             data = self.audio_for(text)
             self.produced[text] = data
             pos, i = 0, 0
@@ -406,6 +417,24 @@ class FakeEngine:
                 await asyncio.sleep(0)
         finally:
             self.finalized.append(text)
+
+
+class RecordingObserver:
+    """Collects what the player reports about its providers."""
+
+    def __init__(self) -> None:
+        self.spoken: list[tuple[str, str]] = []  # segment id, provider
+        self.failures: list[tuple[str, FailureKind]] = []
+        self.characters: dict[str, int] = {}
+
+    def speaking(self, segment_id: str, provider: str, first_byte_s: float) -> None:
+        self.spoken.append((segment_id, provider))
+
+    def synthesized(self, provider: str, characters: int) -> None:
+        self.characters[provider] = self.characters.get(provider, 0) + characters
+
+    def failed(self, provider: str, kind: FailureKind) -> None:
+        self.failures.append((provider, kind))
 
 
 def expected_audio(text: str, fmt: MediaFormat) -> Samples:
@@ -475,7 +504,7 @@ def player_rig(
 
     playout = Playout(fmt, packets.append, on_event, time.monotonic, max_ahead_frames=max_ahead)
     engine = FakeEngine(playout, gates, fail_on)
-    player = Player(engine, Voice("fake", "en"), playout, problems.append)
+    player = Player([engine], playout, problems.append, RecordingObserver())
     holder.append(player)
     return PlayerRig(engine, playout, player, packets, events, problems)
 

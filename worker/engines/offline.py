@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from worker.engines.base import Voice
+from worker.engines.base import Synthesis, UnsupportedVoice, Voice
 from worker.engines.espeak import EspeakEngine
 from worker.engines.piper import VOICE_ID as PIPER_VOICE
 from worker.engines.piper import PiperEngine
+from worker.segmentation import split_sentences
 
 ESPEAK_PREFIX = "espeak"
 
@@ -34,7 +35,11 @@ class OfflineEngine:
         return self._piper, voice_id
 
     def resolve_voice(self, language: str, voice_id: str) -> Voice:
-        voice_id = voice_id or self._default_voice
+        if not voice_id and self._default_voice:
+            try:  # the deployment's default, where it speaks the language
+                return self.resolve_voice(language, self._default_voice)
+            except UnsupportedVoice:
+                pass
         if not voice_id:
             english = language.lower().split("-")[0] == "en"
             voice_id = PIPER_VOICE if english else ESPEAK_PREFIX
@@ -44,14 +49,32 @@ class OfflineEngine:
             return resolved
         return Voice(f"{ESPEAK_PREFIX}:{resolved.voice_id}", resolved.language)
 
-    def sample_rate(self, voice: Voice) -> int:
+    def open(self, voice: Voice, rate: int) -> Synthesis:
+        """At the engine's own rate (22,050 Hz): the player resamples to the call's."""
         engine, inner = self._split(voice.voice_id)
-        return engine.sample_rate(Voice(inner, voice.language))
+        return OfflineSynthesis(engine, voice, Voice(inner, voice.language))
 
-    async def prepare(self, voice: Voice) -> None:
-        engine, inner = self._split(voice.voice_id)
-        await engine.prepare(Voice(inner, voice.language))
 
-    def synthesize(self, text: str, voice: Voice) -> AsyncIterator[bytes]:
-        engine, inner = self._split(voice.voice_id)
-        return engine.synthesize(text, Voice(inner, voice.language))
+class OfflineSynthesis:
+    """A session's piper or espeak-ng voice, one sentence at a time (piper yields one
+    chunk per sentence: the first audio leaves after the first sentence, not the say)."""
+
+    provider = "offline"
+
+    def __init__(self, engine: PiperEngine | EspeakEngine, voice: Voice, inner: Voice) -> None:
+        self._engine = engine
+        self.voice = voice
+        self._inner = inner
+        self.rate = engine.sample_rate(inner)
+
+    def split(self, text: str) -> list[str]:
+        return split_sentences(text)
+
+    async def prepare(self) -> None:
+        await self._engine.prepare(self._inner)
+
+    def stream(self, text: str) -> AsyncIterator[bytes]:
+        return self._engine.synthesize(text, self._inner)
+
+    async def close(self) -> None:
+        return None

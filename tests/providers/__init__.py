@@ -1,0 +1,1 @@
+"""Local stand-ins for the cloud TTS providers, speaking their real wire protocols."""
