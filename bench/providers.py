@@ -5,7 +5,8 @@ Each provider's real SDK talks to its local fake (tests/providers, in a process 
 own, with ``--first-byte-ms`` of delay before each reply's first audio). The sessions
 are the worker's real playback path in this process: SessionPlayback -> Player -> the
 engine's synthesis -> resample/frame -> Playout -> the shared Pacer -> a UDP socket.
-Each session says ``--says`` sentences one after another. Prints p50/p99/max per
+Each session says ``--says`` sentences one after another, starting at a random moment of
+the first 3 s and pausing up to 1 s between says. Prints p50/p99/max per
 provider and concurrency, and writes bench/results/providers.json.
 
     python -m bench.providers [--sessions 1,100] [--says 10] [--first-byte-ms 50]
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import platform
+import random
 import socket
 import sys
 import time
@@ -34,7 +36,7 @@ from worker.media_format import MediaFormat
 from worker.metrics import Registry
 from worker.pacer import Pacer
 from worker.session_messages import SegmentEvent
-from worker.session_playback import SessionPlayback
+from worker.session_playback import SessionPlayback, describe_playback_metrics
 
 RESULTS = Path(__file__).parent / "results" / "providers.json"
 KEY = "bench-key"
@@ -96,11 +98,17 @@ async def one_session(
         if event.kind in (EventType.SEGMENT_FINISHED, EventType.SEGMENT_FAILED):
             done[event.segment_id].set()
 
+    metrics = Registry()
+    describe_playback_metrics(metrics)
     playback = SessionPlayback(
-        MediaFormat.ULAW, transport.sendto, True, [synthesis], pacer, Registry(), post
+        MediaFormat.ULAW, transport.sendto, True, [synthesis], pacer, metrics, post
     )
     try:
+        # Concurrent, not in lockstep: like calls, sessions start and speak at their own
+        # times (a random start within 3 s, a pause of up to 1 s between says).
+        await asyncio.sleep(random.uniform(0, 3))
         for n in range(says):
+            await asyncio.sleep(random.uniform(0, 1))
             segment_id = f"s{n}"
             done[segment_id] = asyncio.Event()
             playback.enqueue(segment_id, TEXT)

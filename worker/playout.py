@@ -57,6 +57,7 @@ class Playout:
         clock: Callable[[], float],
         max_ahead_frames: int = 150,
         rtp: bool = True,
+        prompt_start: bool = True,
     ) -> None:
         self.fmt = fmt
         self._send = send
@@ -68,15 +69,25 @@ class Playout:
         self._max_ahead = max_ahead_frames
         self._space = asyncio.Event()
         self._space.set()
+        self._prompt_start = prompt_start
+        self._idle = True  # the last tick had nothing to send
         self.frames_sent = 0
 
     def __len__(self) -> int:
         return len(self._frames)
 
     def push(self, frames: Iterable[Frame]) -> None:
+        """Queue frames. With ``prompt_start``, into an idle stream (nothing queued, the
+        last tick silent) the first one is sent at once instead of at the next tick: a
+        say's first audio does not wait up to 20 ms for the clock. The stream then runs
+        one frame ahead of the clock until it empties, well inside what Asterisk buffers
+        (whisper accepts 500 ms ahead)."""
+        idle = self._prompt_start and self._idle and not self._frames
         self._frames.extend(frames)
         if len(self._frames) >= self._max_ahead:
             self._space.clear()
+        if idle and self._frames:
+            self._send_next()
 
     async def wait_for_space(self) -> None:
         """Back-pressure: wait until less than ``max_ahead_frames`` are queued."""
@@ -94,9 +105,14 @@ class Playout:
 
     def tick(self) -> None:
         if not self._frames:
+            self._idle = True
             if self._rtp is not None:
                 self._rtp.tick_silent()
             return
+        self._send_next()
+
+    def _send_next(self) -> None:
+        self._idle = False
         frame = self._frames.popleft()
         if len(self._frames) < self._max_ahead:
             self._space.set()

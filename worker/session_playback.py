@@ -100,3 +100,32 @@ class SessionPlayback:
         self._said.pop(problem.segment_id, None)
         self._speaker.pop(problem.segment_id, None)
         self._post(SegmentEvent(kind, problem.segment_id, {"reason": problem.reason}))
+
+
+def describe_playback_metrics(metrics: Registry) -> None:
+    """The metrics a session's playback records (the worker describes them once)."""
+    buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+    metrics.describe(
+        "speaking_first_audio_seconds", "histogram", "Say to first frame sent", buckets
+    )
+    metrics.describe(
+        "speaking_provider_first_byte_seconds",
+        "histogram",
+        "Provider's time to first audio",
+        buckets,
+    )
+    metrics.describe(
+        "speaking_worker_overhead_seconds",
+        "histogram",
+        "Say to first frame sent, minus the provider's time to first audio",
+        buckets,
+    )
+    metrics.describe(
+        "speaking_provider_failures_total", "counter", "Provider failures, by provider and kind"
+    )
+    metrics.describe(
+        "speaking_provider_characters_total",
+        "counter",
+        "Characters synthesized (billed), by provider",
+    )
+    metrics.describe("speaking_frames_sent_total", "counter", "20 ms frames sent by ended sessions")

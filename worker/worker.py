@@ -40,6 +40,7 @@ from worker.replies import ReplyWriter
 from worker.runner import Inbound, SessionRunner, SessionServices
 from worker.say_queue import Limits
 from worker.session_messages import ChannelGone, Reply, Shutdown
+from worker.session_playback import describe_playback_metrics
 from worker.store import Store
 from worker.supervisor import Supervisor
 from worker.synthesis_cache import SynthesisCache
@@ -467,29 +468,6 @@ def _describe(metrics: Registry) -> None:
     metrics.describe(
         "speaking_ari_reconnects_total", "counter", "Reconnects of the ARI events websocket"
     )
-    metrics.describe("speaking_frames_sent_total", "counter", "20 ms frames sent by ended sessions")
     buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
     metrics.describe("speaking_setup_seconds", "histogram", "Create to active", buckets)
-    metrics.describe(
-        "speaking_first_audio_seconds", "histogram", "Say to first frame sent", buckets
-    )
-    metrics.describe(
-        "speaking_provider_first_byte_seconds",
-        "histogram",
-        "Provider's time to first audio",
-        buckets,
-    )
-    metrics.describe(
-        "speaking_worker_overhead_seconds",
-        "histogram",
-        "Say to first frame sent, minus the provider's time to first audio",
-        buckets,
-    )
-    metrics.describe(
-        "speaking_provider_failures_total", "counter", "Provider failures, by provider and kind"
-    )
-    metrics.describe(
-        "speaking_provider_characters_total",
-        "counter",
-        "Characters synthesized (billed), by provider",
-    )
+    describe_playback_metrics(metrics)

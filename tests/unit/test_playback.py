@@ -179,8 +179,15 @@ class PlayoutRig:
         self.packets: list[bytes] = []
         self.events: list[PlayoutEvent] = []
         self.now = 0.0
+        # Tick by tick: these tests are about the clock's own schedule (prompt start,
+        # sending the first frame of an idle stream at once, is tested on its own).
         self.playout = Playout(
-            fmt, self.packets.append, self.events.append, self.clock, max_ahead_frames=max_ahead
+            fmt,
+            self.packets.append,
+            self.events.append,
+            self.clock,
+            max_ahead_frames=max_ahead,
+            prompt_start=False,
         )
 
     def clock(self) -> float:
@@ -502,7 +509,14 @@ def player_rig(
         if event.kind is FINISHED:
             holder[0].notify_finished(event.segment_id)
 
-    playout = Playout(fmt, packets.append, on_event, time.monotonic, max_ahead_frames=max_ahead)
+    playout = Playout(
+        fmt,
+        packets.append,
+        on_event,
+        time.monotonic,
+        max_ahead_frames=max_ahead,
+        prompt_start=False,
+    )
     engine = FakeEngine(playout, gates, fail_on)
     player = Player([engine], playout, problems.append, RecordingObserver())
     holder.append(player)
@@ -707,3 +721,21 @@ async def test_close_reports_unfinished_segments_with_the_reason() -> None:
     gate.set()
     await pump()
     assert len(rig.playout) == 0, "a closed player pushes nothing more"
+
+
+def test_the_first_frame_into_an_idle_stream_leaves_at_once_then_the_clock_paces() -> None:
+    rig = PlayoutRig()
+    rig.playout = Playout(
+        MediaFormat.SLIN16, rig.packets.append, rig.events.append, rig.clock, prompt_start=True
+    )
+    assert rig.tick() is None  # idle
+    rig.playout.push(frames_of("a", [1, 2, 3]))
+    assert len(rig.packets) == 1  # sent on push, not at the next tick
+    assert [e.kind for e in rig.events] == [STARTED]
+    assert rig.tick() is not None and rig.tick() is not None and rig.tick() is None
+    assert len(rig.packets) == 3  # then one per tick, never two in one tick
+    rig.playout.push(frames_of("b", [4, 5]))  # idle again: again at once
+    assert len(rig.packets) == 4
+    rig.playout.push(frames_of("c", [6]))  # not idle now: waits for the clock
+    assert len(rig.packets) == 4
+    assert [slin_value(p) for p in rig.packets] == [1, 2, 3, 4]  # in order, each once

@@ -255,3 +255,15 @@ def test_fallbacks_follow_the_primary_with_their_own_default_voice() -> None:
     chain = registry.open(Provider.ELEVENLABS, voice, 16000)
     assert [s.provider for s in chain] == ["elevenlabs", "gcp", "offline"]
     assert chain[1].voice == Voice("de-DE-Chirp3-HD-Charon", "de-DE")
+
+
+async def test_elevenlabs_websocket_closes_each_context_so_a_socket_serves_many_says(
+    eleven: FakeElevenLabs,
+) -> None:
+    """A socket holds at most 5 open contexts: each say's context is closed when done."""
+    engine = eleven_engine(eleven, mode="websocket")
+    synthesis = engine.open(engine.resolve_voice("en-US", ""), 8000)
+    await synthesis.prepare()
+    for _ in range(8):
+        assert await collect(synthesis, TEXT) == await speech_pcm(TEXT, 8000)
+    await synthesis.close()

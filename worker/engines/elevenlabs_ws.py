@@ -119,7 +119,6 @@ class ElevenLabsSocketSynthesis:
         context = uuid.uuid4().hex
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._contexts[context] = queue
-        finished = False
         try:
             await ws.send(json.dumps({"text": " ", "context_id": context}))
             await ws.send(json.dumps({"text": text + " ", "context_id": context}))
@@ -127,16 +126,17 @@ class ElevenLabsSocketSynthesis:
             while True:
                 item = await queue.get()
                 if item is _END:
-                    finished = True
                     return
                 if isinstance(item, EngineError):
                     raise item
                 yield item
         finally:
             del self._contexts[context]
-            if not finished:  # barge-in (or a failure): the rest of it must never play
-                with contextlib.suppress(websockets.WebSocketException, OSError):
-                    await ws.send(json.dumps({"context_id": context, "close_context": True}))
+            # Always closed: a socket holds at most 5 open contexts, and a finished one
+            # stays open until closed. After a barge-in (or a failure) this also stops
+            # its audio; what of it is still in flight is dropped by its id.
+            with contextlib.suppress(websockets.WebSocketException, OSError):
+                await ws.send(json.dumps({"context_id": context, "close_context": True}))
 
     async def close(self) -> None:
         if self._ws is not None:

@@ -4,7 +4,7 @@ voice has it, SSML when the text is SSML (``<speak>...``).
 
 boto3 blocks, so every call runs on this engine's own thread pool (never the loop, never
 the default executor that piper uses), sized with its connection pool to the sessions.
-The audio is read in 640-byte chunks (larger ones wait for the whole chunk). A flush
+The audio is read as it arrives (``read1``; fixed-size chunks would wait). A flush
 closes the stream from the loop, which also frees a thread stuck on a stalled one, and
 drops what was read. Credentials come from the standard AWS chain (environment, shared
 files, instance role) or the settings; none at all means the provider is not configured.
@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 
 from worker.engines.base import EngineError, FailureKind, Synthesis, UnsupportedVoice, Voice
 from worker.engines.streams import guarded, http_failure
@@ -32,7 +33,7 @@ from worker.voices import POLLY
 PROVIDER = "aws"
 #: Polly bills at most 3,000 characters per request (6,000 with SSML tags).
 MAX_REQUEST_CHARS = 3000
-CHUNK_BYTES = 640
+READ_BYTES = 16384
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def describe(error: Exception) -> EngineError:
     if isinstance(
         error, botocore.exceptions.ResponseStreamingError | botocore.exceptions.IncompleteReadError
     ):
+        return EngineError(f"{PROVIDER}: the connection dropped mid-stream", FailureKind.DROPPED)
+    if isinstance(error, urllib3.exceptions.ProtocolError | urllib3.exceptions.DecodeError):
         return EngineError(f"{PROVIDER}: the connection dropped mid-stream", FailureKind.DROPPED)
     if isinstance(error, botocore.exceptions.EndpointConnectionError):
         return EngineError(f"{PROVIDER}: could not be reached", FailureKind.SERVER)
@@ -179,8 +182,12 @@ class PollySynthesis:
             reply = self._engine.client.synthesize_speech(**self._request(text))
             stream = reply["AudioStream"]
             body.append(stream)
+            raw = stream._raw_stream  # urllib3's response under botocore's StreamingBody
             try:
-                yield from stream.iter_chunks(CHUNK_BYTES)
+                # read1: what has arrived, up to the size (iter_chunks would wait for whole
+                # chunks: first audio later, and far more wake-ups of the loop).
+                while chunk := raw.read1(READ_BYTES):
+                    yield chunk
             finally:
                 stream.close()
 
