@@ -161,6 +161,15 @@ class WorkerProcess(ServiceProcess):
             body: dict[str, Any] = await resp.json()
             return resp.status, body
 
+    async def metrics(self) -> str:
+        """GET /metrics: the Prometheus text."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(url) as resp,
+        ):
+            return await resp.text()
+
     async def wait_health(self, status: int, within_s: float = 10.0) -> dict[str, Any]:
         """Poll /healthz until it answers ``status`` (the worker has no event to await for
         what its health check concludes); its body then."""

@@ -128,7 +128,7 @@ async def event(
 async def test_a_provider_speaks_flushes_and_survives_a_failure(
     stack: tuple[WorkerProcess, Api, SpeakingClient], call: CallFactory, provider: str
 ) -> None:
-    _, api, client = stack
+    worker, api, client = stack
     async with call() as c:
         status, created = await api.call(
             "POST",
@@ -179,6 +179,13 @@ async def test_a_provider_speaks_flushes_and_survives_a_failure(
     # in Asterisk's path may still arrive within that allowance).
     assert count_loud(caller, start=flush_done + 0.1, end=quiet_until) == 0
     assert count_loud(caller, start=after) > 20
+    # The provider's metrics: first byte, the worker's overhead, characters, failures.
+    metrics = await worker.metrics()
+    label = f'provider="{provider}"'
+    assert f"speaking_provider_first_byte_seconds_count{{{label}}}" in metrics
+    assert f"speaking_worker_overhead_seconds_count{{{label}}}" in metrics
+    assert f"speaking_provider_characters_total{{{label}}}" in metrics
+    assert "speaking_provider_failures_total{kind=" in metrics and label in metrics
 
 
 async def test_the_documents_provider_examples_through_the_api(
@@ -230,3 +237,16 @@ async def test_voices_are_listed_and_a_language_a_provider_lacks_is_refused(
                 "POST", "/v1.0/speakings", json=body | {"language": "sw-KE", "provider": provider}
             )
             assert status == 400 and "cannot speak 'sw-KE'; it speaks" in bad["error"]["message"]
+
+
+async def test_the_synthesis_cache_is_shared_through_redis(redis: Redis) -> None:
+    """Two workers' caches (two SynthesisCache objects) share pieces through Redis."""
+    from worker.metrics import Registry
+    from worker.synthesis_cache import CacheKey, SynthesisCache
+
+    key = CacheKey("elevenlabs", "EXAVITQu4vr4xnSDxMaL", "en-US", 8000, f"shared {uuid.uuid4()}")
+    first, second = (SynthesisCache(Registry(), redis=redis) for _ in range(2))
+    assert await second.get(key) is None
+    await first.put(key, b"\x01\x02" * 800)
+    assert await second.get(key) == b"\x01\x02" * 800
+    assert 0 < await redis.ttl(f"speaking:tts:{key.digest()}") <= 24 * 3600

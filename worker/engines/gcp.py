@@ -19,6 +19,7 @@ import io
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.api_core import exceptions as google_errors
@@ -195,9 +196,14 @@ class GcpSynthesis:
             yield tts.StreamingSynthesizeRequest(streaming_config=config)
             yield tts.StreamingSynthesizeRequest(input=tts.StreamingSynthesisInput(text=text))
 
-        responses = await self._engine.client.streaming_synthesize(requests=requests())
-        async for response in responses:
-            yield response.audio_content
+        responses: Any = await self._engine.client.streaming_synthesize(requests=requests())
+        try:
+            async for response in responses:
+                yield response.audio_content
+        finally:
+            cancel = getattr(responses, "cancel", None)
+            if cancel is not None:  # a flush: the RPC stops now, not when collected
+                cancel()
 
     async def close(self) -> None:
         return None
