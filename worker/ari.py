@@ -137,6 +137,28 @@ class AriClient:
         result: list[Json] = await self.request("GET", "/bridges")
         return result
 
+    async def get_bridge(self, bridge_id: str) -> Json | None:
+        try:
+            result: Json = await self.request("GET", f"/bridges/{quote(bridge_id, safe='')}")
+            return result
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def originate(self, endpoint: str, channel_id: str, other_channel_id: str) -> Json:
+        """Dial ``endpoint`` into this app (``POST /channels``). For a Local channel the
+        ;1 half (``channel_id``) enters Stasis and the ;2 half runs the dialplan."""
+        result: Json = await self.request(
+            "POST",
+            "/channels",
+            endpoint=endpoint,
+            app=self.app,
+            channelId=channel_id,
+            otherChannelId=other_channel_id,
+        )
+        return result
+
     async def snoop(self, channel_id: str, snoop_id: str, whisper: str) -> Json:
         result: Json = await self.request(
             "POST",

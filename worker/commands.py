@@ -187,6 +187,13 @@ def _parse_create(fields: dict[str, str], command_id: str, speaking_id: str) -> 
     _enum(Provider, "provider", provider)
     direction = fields.get("direction") or DEFAULT_DIRECTION.value
     _enum(Direction, "direction", direction)
+    if reference_type == ReferenceType.CONFBRIDGE.value and direction != Direction.BOTH.value:
+        # Every participant hears a conference's speech: there is no "side" to choose.
+        raise invalid(
+            f"direction {direction!r} is not allowed for a conference; conferences accept "
+            "only both (every participant hears the speech)",
+            [Direction.BOTH.value],
+        )
     voice_id = fields.get("voice_id", "")
     if len(voice_id) > MAX_VOICE_ID_CHARS:
         raise invalid(f"voice_id is longer than {MAX_VOICE_ID_CHARS} characters")

@@ -28,6 +28,9 @@ class Settings:
     #: Channel variable naming the customer who owns a call (set by whoever created the
     #: call, e.g. the dialplan); "" disables reading it.
     owner_variable: str = "SPEAKING_CUSTOMER_ID"
+    #: The dialplan context whose ``_.`` extension runs ``ConfBridge(${EXTEN},,speaking_tts)``:
+    #: how the worker joins app_confbridge rooms (asterisk-config/extensions.conf).
+    confbridge_context: str = "speaking-confbridge"
     #: Serve wideband calls slin16 over chan_websocket ("1"); "0" sends mu-law over RTP.
     wideband_websocket: bool = True
     #: Prefer the fast espeak-ng voice over piper for the offline provider's default.

@@ -42,6 +42,7 @@ class StopReason(enum.StrEnum):
     STOP = "stop"
     DELETE = "delete"
     HANGUP = "hangup"
+    CONFERENCE_ENDED = "conference_ended"  # its bridge is gone, or no participant is left
     SHUTDOWN = "shutdown"
     SETUP_FAILED = "setup_failed"
     WORKER_LOST = "worker_lost"

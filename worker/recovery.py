@@ -10,7 +10,7 @@ bridges removed. Two cases:
   Asterisk, checks that its lease lapsed, and adopts them. It runs periodically because
   a lease lapses a few seconds after the death.
 
-Only resources whose tag (worker/call_media.py) is known are touched: this worker's,
+Only resources whose tag (worker/resources.py) is known are touched: this worker's,
 or a dead worker's listed in this deployment's directory. Another deployment sharing
 the Asterisk keeps its channels.
 """
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.ari import AriClient
-from worker.call_media import ChannelWaiters, destroy_channel, parse_resource
 from worker.events import Event, EventType
 from worker.model import Speaking, Status, StopReason, timestamp
+from worker.resources import ChannelWaiters, destroy_channel, parse_resource
 from worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class Recovery:
             await self.store.save(
                 speaking, stop_reason=StopReason.WORKER_LOST.value, worker_id=owner
             )
-            key = self.store.keys.reference(speaking.reference_type.value, speaking.reference_id)
+            lock_id = record.get("reference_lock") or speaking.reference_id
+            key = self.store.keys.reference(speaking.reference_type.value, lock_id)
             await self.store.release_reference(key, speaking_id)
             self.emit(Event(EventType.SPEAKING_STOPPED, speaking_id, {"reason": "worker_lost"}))
         await self.store.forget_session(owner, speaking_id)

@@ -30,21 +30,24 @@ from typing import Any
 import aiohttp
 
 from worker.ari import AriClient, AriError
-from worker.call_media import ARI_FAILURES, CallMedia, ChannelWaiters
+from worker.call_media import CallMedia
 from worker.commands import Create, Flush, Say
+from worker.conference_media import ConferenceMedia
 from worker.direction import whisper_for
 from worker.engines.base import Engine, EngineError, Synthesis, Voice
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict, unavailable
 from worker.events import Event
 from worker.media_format import MediaFormat, media_format_for
+from worker.media_path import MediaPath
 from worker.metrics import Registry
 from worker.model import ReferenceType
 from worker.pacer import Pacer
 from worker.redis_retry import retry_through_outage
 from worker.replies import ReplyWriter
+from worker.resources import ARI_FAILURES, ChannelWaiters
 from worker.say_queue import Limits
-from worker.session import ProtocolViolation, SessionProtocol
+from worker.session import Phase, ProtocolViolation, SessionProtocol
 from worker.session_messages import (
     Action,
     BuildMedia,
@@ -115,6 +118,8 @@ class SessionServices:
     #: Why a new session cannot be admitted now (capacity), or None.
     admit: Callable[[], CommandError | None]
     cache: SynthesisCache | None = None
+    #: The dialplan context whose Local channels join ConfBridge rooms.
+    confbridge_context: str = "speaking-confbridge"
 
 
 class SessionRunner:
@@ -137,7 +142,8 @@ class SessionRunner:
         self._engine: Engine | None = None
         self._voice: Voice | None = None
         self._syntheses: list[Synthesis] = []
-        self.media: CallMedia | None = None
+        self.media: MediaPath | None = None
+        self._lock_id: str | None = None  # a restored session's lock (from its record)
         self._format: MediaFormat | None = None
         self.playback: SessionPlayback | None = None
         self._build: asyncio.Task[None] | None = None
@@ -156,27 +162,47 @@ class SessionRunner:
     def live(self) -> bool:
         return self.protocol is not None and self.protocol.live
 
-    def channel_ids(self, create: Create) -> tuple[str, ...]:
-        """Channels whose end means the session must stop."""
-        prefix = self._prefix()
-        return (create.reference_id, f"{prefix}-snoop", f"{prefix}-media")
+    @property
+    def active(self) -> bool:
+        return self.protocol is not None and self.protocol.phase is Phase.ACTIVE
 
-    def existing_channels(self) -> list[str]:
-        """The call's channel and those of ours that were created (not those being made)."""
-        if self.protocol is None:
-            return []
-        made = self.media.channels if self.media is not None else []
-        done = self._build is None or self._build.done()
-        return [self.protocol.speaking.reference_id, *(made if done else [])]
+    def watched(self, create: Create) -> tuple[str, ...]:
+        """Event keys (channel ids, ``bridge:<id>``) whose end means the session must stop."""
+        return self._media_for(create).watched()
+
+    @property
+    def settled(self) -> MediaPath | None:
+        """The media path once it is built (none while it is being made or torn down)."""
+        building = self._build is not None and not self._build.done()
+        return None if building or self.protocol is None else self.media
 
     @property
     def reference_key(self) -> str | None:
-        """The Redis key of the call lock this session holds (None before a create)."""
+        """The Redis key of the reference lock this session holds (None before a create)."""
         if self.protocol is None:
             return None
         speaking = self.protocol.speaking
+        lock_id = self.media.lock_id if self.media is not None else self._lock_id
         return self.services.store.keys.reference(
-            speaking.reference_type.value, speaking.reference_id
+            speaking.reference_type.value, lock_id or speaking.reference_id
+        )
+
+    def _media_for(self, create: Create) -> MediaPath:
+        services = self.services
+        if create.reference_type is ReferenceType.CONFBRIDGE:
+            return ConferenceMedia(
+                services.ari,
+                services.waiters,
+                self._prefix(),
+                create.reference_id,
+                services.confbridge_context,
+            )
+        return CallMedia(
+            services.ari,
+            services.waiters,
+            self._prefix(),
+            create.reference_id,
+            whisper_for(create.direction),
         )
 
     def _prefix(self) -> str:
@@ -259,6 +285,7 @@ class SessionRunner:
         command = inbound.command
         if record or not isinstance(command, Create):
             self.protocol = SessionProtocol.restore(self.speaking_id, record or {})
+            self._lock_id = (record or {}).get("reference_lock")
             return None
         try:
             if (refused := services.admit()) is not None:
@@ -266,16 +293,10 @@ class SessionRunner:
             self._engine, self._voice = services.engines.resolve(
                 command.provider, command.language, command.voice_id
             )
-            if command.reference_type is not ReferenceType.CALL:
-                raise CommandError(
-                    ErrorCode.INVALID,
-                    "reference_type confbridge is not supported by this worker yet; use call",
-                    ["call"],
-                )
         except CommandError as exc:
             return {"ok": False, "command_id": command.command_id, "error": exc.to_dict()}
         self.protocol = SessionProtocol.for_create(command, limits=services.limits)
-        self.media = CallMedia(services.ari, services.waiters, self._prefix(), command.reference_id)
+        self.media = self._media_for(command)
         return None
 
     # -- feeding the protocol ---------------------------------------------------------------
@@ -305,7 +326,7 @@ class SessionRunner:
         services = self.services
         match action:
             case CheckCall():
-                await self._feed(CallChecked(await self._check_call()))
+                await self._feed(CallChecked(await self._check_reference()))
             case ClaimLock():
                 key = self.reference_key
                 assert key is not None
@@ -316,6 +337,8 @@ class SessionRunner:
             case Persist(record, extra):
                 if self._voice is not None:
                     extra = {"voice": self._voice.voice_id, **extra}
+                if self.media is not None:  # the lock a restarted worker must release
+                    extra = {"reference_lock": self.media.lock_id, **extra}
                 await retry_through_outage(lambda: services.store.save(record, **extra))
             case Reply():
                 await self._reply(action)
@@ -328,7 +351,7 @@ class SessionRunner:
                 self.playback = SessionPlayback(
                     self._format,
                     self.media.send,
-                    self.media.rtp is not None,
+                    self.media.paced_by_us,
                     self._syntheses,
                     services.pacer,
                     services.metrics,
@@ -353,26 +376,16 @@ class SessionRunner:
 
     # -- actions that talk to Asterisk --------------------------------------------------------
 
-    async def _check_call(self) -> CommandError | None:
-        assert self.protocol is not None
-        ari, reference = self.services.ari, self.protocol.speaking.reference_id
+    async def _check_reference(self) -> CommandError | None:
+        assert self.media is not None
         try:
             # Without the events websocket the app is not registered in Asterisk (after an
             # Asterisk restart, until the reconnect): give it a moment, then refuse clearly.
             async with asyncio.timeout(ARI_WAIT_S):
-                await ari.connected.wait()
-            channel = await ari.get_channel(reference)
+                await self.services.ari.connected.wait()
+            return await self.media.check()
         except ARI_FAILURES as exc:
             return unavailable(f"Asterisk did not answer ({type(exc).__name__}); try again")
-        if channel is None:
-            return CommandError(ErrorCode.NOT_FOUND, f"call {reference} does not exist here")
-        if channel.get("state") != "Up":
-            return conflict(
-                f"call {reference} is not answered (state {channel.get('state')}); "
-                "a speaking session needs a call in progress (Up)",
-                call_state=str(channel.get("state")),
-            )
-        return None
 
     async def _build_media(self) -> None:
         assert self.protocol is not None and self.media is not None
@@ -380,18 +393,14 @@ class SessionRunner:
         services, speaking = self.services, self.protocol.speaking
         started = time.monotonic()
         try:
-            native = await services.ari.get_variable(
-                speaking.reference_id, "CHANNEL(audionativeformat)"
-            )
-            fmt = media_format_for(native or "", services.wideband_websocket)
+            native = await self.media.native_formats()
+            fmt = media_format_for(native, services.wideband_websocket)
             # Synthesis at the call's rate, where the provider can (no resampling).
             self._syntheses = services.engines.open(speaking.provider, self._voice, fmt.rate)
             # Both or neither: if one fails the other is cancelled, and teardown removes
             # whatever the media setup had created.
             async with asyncio.TaskGroup() as group:
-                setup = group.create_task(
-                    self.media.setup(whisper_for(speaking.direction), fmt, services.rtp_host)
-                )
+                setup = group.create_task(self.media.setup(fmt, services.rtp_host))
                 group.create_task(self._syntheses[0].prepare())
             for fallback in self._syntheses[1:]:  # best effort: tried only if needed
                 with contextlib.suppress(Exception):

@@ -269,7 +269,7 @@ class SessionProtocol:
 
     def _setup_done(self, event: SetupDone) -> list[Action]:
         if self._requested is not None or self._hangup:
-            reason = StopReason.HANGUP if self._hangup else self._requested
+            reason = self._gone_reason() if self._hangup else self._requested
             assert reason is not None
             return self._begin_teardown(reason)
         self.phase = Phase.ACTIVE
@@ -286,7 +286,7 @@ class SessionProtocol:
     def _setup_failed(self, event: SetupFailed) -> list[Action]:
         self.error = event.error
         if self._hangup:
-            return self._begin_teardown(StopReason.HANGUP)
+            return self._begin_teardown(self._gone_reason())
         return self._begin_teardown(self._requested or StopReason.SETUP_FAILED)
 
     def _setup_stop(self, event: Received) -> list[Action]:
@@ -345,7 +345,13 @@ class SessionProtocol:
         return self._begin_teardown(reason)
 
     def _active_gone(self, event: ChannelGone) -> list[Action]:
-        return self._begin_teardown(StopReason.HANGUP)
+        return self._begin_teardown(self._gone_reason())
+
+    def _gone_reason(self) -> StopReason:
+        """A call that hangs up, or a conference that ends (or whose way in is cut)."""
+        if self.speaking.reference_type is ReferenceType.CONFBRIDGE:
+            return StopReason.CONFERENCE_ENDED
+        return StopReason.HANGUP
 
     def _active_shutdown(self, event: Shutdown) -> list[Action]:
         return self._begin_teardown(StopReason.SHUTDOWN)

@@ -24,12 +24,13 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from worker.ari import AriClient
-from worker.call_media import ARI_FAILURES, ChannelWaiters, resource_tag
 from worker.commands import Create, Locate, parse_command
+from worker.conference import event_ends
 from worker.config import Settings
 from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, unavailable
 from worker.events import Event, EventType
+from worker.locator import locate
 from worker.metrics import Registry
 from worker.outbox import Outbox
 from worker.pacer import Pacer
@@ -37,6 +38,7 @@ from worker.presence import Presence
 from worker.recovery import Recovery
 from worker.redis_retry import REDIS_OUTAGE, backoff, retry_through_outage
 from worker.replies import ReplyWriter
+from worker.resources import ARI_FAILURES, ChannelWaiters, resource_tag
 from worker.runner import Inbound, SessionRunner, SessionServices
 from worker.say_queue import Limits
 from worker.session_messages import ChannelGone, Reply, Shutdown
@@ -48,6 +50,9 @@ from worker.synthesis_cache import SynthesisCache
 log = logging.getLogger(__name__)
 
 _GONE_EVENTS = {"ChannelDestroyed", "ChannelHangupRequest", "StasisEnd"}
+_BRIDGE_EVENTS = {"BridgeDestroyed", "ChannelLeftBridge"}
+#: How often a ConfBridge room is asked whether anyone but us is left (it has no events).
+CONFERENCE_POLL_S = 1.0
 RECLAIM_IDLE_MS = 60_000
 JANITOR_S = 2.0
 VOICES_REFRESH_S = 3600.0
@@ -119,6 +124,7 @@ class Worker:
             wideband_websocket=settings.wideband_websocket,
             limits=Limits(settings.max_queued_says, settings.max_queued_chars),
             admit=self._admit,
+            confbridge_context=settings.confbridge_context,
             cache=SynthesisCache(
                 metrics,
                 settings.tts_cache_bytes,
@@ -155,6 +161,7 @@ class Worker:
         self.supervisor.start("trim", self._trim)
         self.supervisor.start("janitor", self._janitor)
         self.supervisor.start("voices", self._publish_voices)
+        self.supervisor.start("conferences", self._watch_conferences)
         warm = asyncio.create_task(self.engines.warm_up(), name="warm-up")
         self._side.add(warm)
         warm.add_done_callback(self._side.discard)
@@ -247,7 +254,7 @@ class Worker:
         if runner is None:
             runner = self._new_runner(command.speaking_id)
             if isinstance(command, Create):
-                for channel_id in runner.channel_ids(command):
+                for channel_id in runner.watched(command):
                     self.by_channel.setdefault(channel_id, set()).add(runner)
         elif runner.pending_commands >= MAX_INBOX:
             error = unavailable(f"speaking {command.speaking_id} is busy; try again")
@@ -332,21 +339,11 @@ class Worker:
         await retry_through_outage(lambda: self.store.ack(entry_id))
 
     async def _locate(self, entry_id: str, command: Locate) -> None:
-        """Answer whether this Asterisk holds the call, its state, and who owns it (the
-        channel variable ``owner_variable``, set by whoever created the call)."""
+        """Answer whether this Asterisk holds the call or conference (worker/locator.py)."""
         body: dict[str, Any] = {"ok": True, "command_id": command.command_id}
         try:
-            channel = await self.ari.get_channel(command.reference_id)
-            owner = ""
-            if channel is not None and self.settings.owner_variable:
-                variable = self.settings.owner_variable
-                owner = await self.ari.get_variable(command.reference_id, variable) or ""
-            body |= {
-                "found": channel is not None,
-                "state": str(channel.get("state", "")) if channel else "",
-                "owner": owner,
-                "providers": self.engines.configured,
-            }
+            variable, providers = self.settings.owner_variable, self.engines.configured
+            body |= await locate(self.ari, command, variable, providers)
         except ARI_FAILURES as exc:
             error = unavailable(f"Asterisk did not answer ({type(exc).__name__})")
             body = {"ok": False, "command_id": command.command_id, "error": error.to_dict()}
@@ -409,9 +406,14 @@ class Worker:
         channel_id = str(event.get("channel", {}).get("id", ""))
         self.waiters.fire(kind, channel_id)
         if kind in _GONE_EVENTS:
-            for runner in self.by_channel.get(channel_id, ()):
-                if runner.live:
-                    runner.post(ChannelGone(channel_id))
+            self._gone(channel_id)
+        elif kind in _BRIDGE_EVENTS and event_ends(event):  # an ARI conference ended
+            self._gone(f"bridge:{event.get('bridge', {}).get('id', '')}")
+
+    def _gone(self, key: str) -> None:
+        for runner in self.by_channel.get(key, ()):
+            if runner.live:
+                runner.post(ChannelGone(key))
 
     async def _on_ari_connect(self) -> None:
         self._ari_connections += 1
@@ -421,10 +423,23 @@ class Worker:
         # channels vanished meanwhile is stopped (reason hangup). Only channels that exist
         # by now are checked: a session still being set up has not made all of its own.
         for runner in [r for r in self.runners.values() if r.live]:
-            for channel_id in runner.existing_channels():
-                if await self.ari.get_channel(channel_id) is None:
-                    runner.post(ChannelGone(channel_id))
-                    break
+            media = runner.settled
+            if media is not None and await media.gone():
+                runner.post(ChannelGone("reconnect check"))
+
+    async def _watch_conferences(self) -> None:
+        """Stop the sessions of ConfBridge rooms that ended (ARI gives no event for them)."""
+        while True:
+            await asyncio.sleep(CONFERENCE_POLL_S)
+            for runner in [r for r in self.runners.values() if r.active]:
+                media = runner.settled
+                if media is None or not media.polled:
+                    continue
+                try:
+                    if await media.gone():
+                        runner.post(ChannelGone("conference poll"))
+                except ARI_FAILURES:
+                    pass  # Asterisk is away: the reconnect check covers it
 
     # -- metrics --------------------------------------------------------------------------
 

@@ -83,8 +83,13 @@ async def ari() -> AsyncIterator[Ari]:
 
 
 async def our_leftovers(ari: Ari) -> list[str]:
-    """Channels and bridges created by the worker (ids ``speaking-...``) still in Asterisk."""
-    channels = [c["id"] for c in await ari.channels() if c["id"].startswith("speaking-")]
+    """Channels and bridges created by the worker (ids ``speaking-...``) and Local
+    channels (the worker's way into ConfBridge rooms) still in Asterisk."""
+    channels = [
+        c["id"]
+        for c in await ari.channels()
+        if c["id"].startswith("speaking-") or c.get("name", "").startswith("Local/")
+    ]
     bridges = [b["id"] for b in await ari.bridges() if b["id"].startswith("speaking-")]
     return channels + bridges
 

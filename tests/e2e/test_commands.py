@@ -81,7 +81,10 @@ async def test_create_refused_for_missing_and_unanswered_calls(
         ({"language": "en-US", "voice_id": "espeak:nope"}, "espeak has no voice 'nope'"),
         ({"language": "xx-YY", "voice_id": "espeak"}, "no voice for language 'xx-YY'"),
         ({"direction": "sideways"}, "direction 'sideways' is not one of in, out, both"),
-        ({"reference_type": "confbridge"}, "confbridge is not supported by this worker yet"),
+        (
+            {"reference_type": "confbridge", "direction": "in"},
+            "conferences accept only both",
+        ),
     ],
 )
 async def test_bad_create_is_refused_with_what_is_allowed(

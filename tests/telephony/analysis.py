@@ -79,6 +79,19 @@ def count_loud(
     return len(speech_frames(in_window(packets, start, end), threshold_dbfs))
 
 
+def tone_dbfs(samples: npt.NDArray[np.int16], hz: float, rate: int = 8000) -> float:
+    """Level (dBFS, as a sine's RMS) of the component at ``hz`` in one frame: a
+    single-bin DFT, Hann-windowed, so broadband noise and speech elsewhere barely count."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    n = np.arange(samples.size)
+    window = np.hanning(samples.size)
+    bin_ = np.sum(samples * window * np.exp(-2j * np.pi * hz * n / rate))
+    amplitude = 2.0 * abs(bin_) / window.sum()
+    rms = amplitude / np.sqrt(2.0)
+    return max(SILENCE_DBFS, 20.0 * float(np.log10(rms / 32768.0))) if rms > 0 else SILENCE_DBFS
+
+
 def packet_rate(packets: Sequence[RtpPacket]) -> float:
     """Packets per second between the first and last arrival (about 50 for 20 ms RTP)."""
     if len(packets) < 2:

@@ -139,10 +139,15 @@ class Ari:
             raise
 
     async def events(
-        self, app: str, sources: Iterable[str] = CALL_ENDPOINTS, within_s: float = CONNECT_TIMEOUT_S
+        self,
+        app: str,
+        sources: Iterable[str] = CALL_ENDPOINTS,
+        within_s: float = CONNECT_TIMEOUT_S,
+        on_event: Callable[[Json], None] | None = None,
     ) -> AriEvents:
-        """A long-lived events reader for ``app``, subscribed to ``sources``."""
-        events = AriEvents(self, app, tuple(sources))
+        """A long-lived events reader for ``app``, subscribed to ``sources``; ``on_event``
+        is called with each event as it arrives (it must not block)."""
+        events = AriEvents(self, app, tuple(sources), on_event)
         await events.connect(within_s)
         return events
 
@@ -157,8 +162,15 @@ class AriEvents:
     :class:`AsteriskWedged` until :meth:`connect` succeeds again.
     """
 
-    def __init__(self, ari: Ari, app: str, sources: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        ari: Ari,
+        app: str,
+        sources: tuple[str, ...],
+        on_event: Callable[[Json], None] | None = None,
+    ) -> None:
         self.ari = ari
+        self.on_event = on_event
         self.app = app
         self.sources = sources
         self.events: list[Json] = []
@@ -211,6 +223,8 @@ class AriEvents:
                         event: Json = json.loads(msg.data)
                         self._apply(event)
                         self.events.append(event)
+                        if self.on_event is not None:
+                            self.on_event(event)
                         self._notify()
                 # Closed: Asterisk went away (a test restarts it). Come back when it does.
                 self._live = False

@@ -95,13 +95,18 @@ def write_rtp_pcap(
     level_dbfs: float = QUIET_DBFS,
     tone_hz: float | None = None,
     seed: int = 1,
+    marker_tone: tuple[float, float] | None = None,
 ) -> Path:
-    """Write `seconds` of quiet 20 ms RTP in `codec` to a pcap SIPp can replay; returns path."""
+    """Write `seconds` of quiet 20 ms RTP in `codec` to a pcap SIPp can replay; returns path.
+    ``marker_tone`` (hz, dBFS): a steady tone added to the noise, so that whoever hears
+    this party can be told by frequency (conference tests)."""
     spec = CODECS[codec]
     n_frames = max(1, round(seconds * 50))
-    signal = quiet_signal(
-        n_frames * spec.samples_per_frame, spec.sample_rate, level_dbfs, tone_hz, seed
-    )
+    n_samples = n_frames * spec.samples_per_frame
+    signal = quiet_signal(n_samples, spec.sample_rate, level_dbfs, tone_hz, seed)
+    if marker_tone is not None:
+        tone = quiet_signal(n_samples, spec.sample_rate, marker_tone[1], marker_tone[0])
+        signal = np.clip(signal.astype(np.int32) + tone, -32768, 32767).astype(np.int16)
     chunks = [struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, 65535, DLT_EN10MB)]
     for i, rtp in enumerate(rtp_packets(spec, signal, ssrc=0x5EA41000 + seed)):
         frame = _frame(rtp, i)

@@ -1,0 +1,285 @@
+"""Speech into conferences, end to end: real Asterisk, Redis, SIPp and worker process.
+
+Both kinds: a dialplan ConfBridge room (the worker joins through a Local channel pair)
+and an ARI conference (a mixing bridge of our conference service, tests/telephony/
+conference.py; the worker adds its external media). Every participant is a SIPp UAC
+sending quiet noise plus a marker tone of its own, so each 20 ms frame a participant
+received tells whether it carried speech (level) and whom it heard (marker frequency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ARI_AUTH, ARI_URL
+from tests.e2e.processes import SIP_PORT
+from tests.telephony.analysis import count_loud, first_loud_time, write_wav
+from tests.telephony.ari import Ari, AriEvents
+from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
+from worker.client import SpeakingClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deadline(150)]
+
+HELLO = "Hello everyone! This is your AI agent speaking to the whole conference."
+LONG = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 9))
+KINDS: list[Kind] = ["confbridge", "ari"]
+
+ConferenceFactory = Callable[..., AbstractAsyncContextManager[Conference]]
+
+
+@pytest.fixture(scope="module")
+async def service(harness_events: AriEvents) -> AsyncIterator[ConferenceService]:
+    """The ARI conference service, one long-lived app for the module."""
+    ari = Ari(ARI_URL, ARI_AUTH)
+    svc = ConferenceService(ari)
+    await svc.start()
+    yield svc
+    await svc.close()
+    await ari.close()
+
+
+@pytest.fixture
+def conference(
+    harness_events: AriEvents, service: ConferenceService, tmp_path: Path
+) -> ConferenceFactory:
+    @asynccontextmanager
+    async def make(kind: Kind, **kwargs: Any) -> AsyncIterator[Conference]:
+        conf = Conference(
+            kind,
+            harness_events,
+            tmp_path,
+            sip_port=SIP_PORT,
+            service=service if kind == "ari" else None,
+            **kwargs,
+        )
+        try:
+            yield conf
+        finally:
+            await conf.close()
+            for who in conf.participants:  # what each one heard, for a human to listen to
+                write_wav(tmp_path / f"{kind}-{who.number}.wav", who.received())
+
+    return make
+
+
+def fields(conf: Conference, **overrides: str) -> dict[str, str]:
+    return {
+        "reference_type": "confbridge",
+        "reference_id": conf.reference,
+        "language": "en-US",
+        "provider": "offline",
+        "voice_id": "espeak",
+        "customer_id": "cust-1",
+    } | overrides
+
+
+async def start(client: SpeakingClient, conf: Conference, **overrides: str) -> str:
+    speaking_id = str(uuid.uuid4())
+    reply = await client.send("create", speaking_id, **fields(conf, **overrides))
+    assert reply["ok"], reply
+    assert reply["speaking"]["direction"] == "both"
+    await client.wait_event(speaking_id, "speaking_started")
+    return speaking_id
+
+
+async def say(client: SpeakingClient, speaking_id: str, text: str) -> str:
+    reply = await client.send("say", speaking_id, text=text)
+    assert reply["ok"], reply
+    segment: str = reply["segment_id"]
+    return segment
+
+
+async def first_speech(who: Participant, after: float, within_s: float = 10.0) -> float:
+    """When speech first reached ``who`` (polls its capture: audio has no event)."""
+    async with asyncio.timeout(within_s):
+        while (t := first_loud_time(who.received(), after=after)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return t
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_participant_hears_the_speech_and_still_hears_the_others(
+    client: SpeakingClient, conference: ConferenceFactory, kind: Kind
+) -> None:
+    """Three participants: each one receives the speech (per 20 ms frame, about as many
+    loud frames as the others), keeps hearing the other two (their markers) while the
+    session runs, and never hears its own marker: the worker sends nothing back."""
+    async with conference(kind) as conf:
+        people = [await conf.join() for _ in range(3)]
+        speaking_id = await start(client, conf)
+        began = time.time()
+        segment = await say(client, speaking_id, HELLO)
+        await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
+        reply = await client.send("stop", speaking_id)
+        assert reply["ok"] and reply["speaking"]["status"] == "stopped", reply
+        ended = time.time()
+    loud = [count_loud(p.received(), began, ended) for p in people]
+    assert min(loud) > 100, loud  # the sentence is about 4 s: ~200 frames of speech
+    assert max(loud) - min(loud) <= 0.1 * max(loud), loud
+    for who in people:
+        quiet = who.quiet_frames(began, ended)
+        assert len(quiet) > 20, len(quiet)  # the gaps between words
+        for other in people:
+            share = who.hears(other, quiet)
+            if other is who:
+                assert share < 0.05, (who.number, share)
+            else:
+                assert share > 0.9, (who.number, other.number, share)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_participants_leave_and_join_mid_speech(
+    client: SpeakingClient, conference: ConferenceFactory, kind: Kind
+) -> None:
+    """A participant leaving mid-speech disturbs nobody; one joining mid-speech hears the
+    rest of it; the session stays active throughout."""
+    async with conference(kind) as conf:
+        alice, bob = await conf.join(), await conf.join()
+        speaking_id = await start(client, conf)
+        said = time.time()
+        segment = await say(client, speaking_id, LONG)
+        await first_speech(alice, said)
+        await bob.leave()
+        carol = await conf.join()
+        await client.wait_event(speaking_id, "segment_finished", segment_id=segment, timeout_s=40)
+        assert (await client.session(speaking_id))["status"] == "active"
+        assert bob.left_at is not None
+        after_bob = count_loud(alice.received(), bob.left_at)
+        carol_heard = count_loud(carol.received(), carol.joined_at)
+        assert after_bob > 200, after_bob  # most of the 8 sentences
+        assert carol_heard > 100, carol_heard
+        assert carol.hears(alice, carol.quiet_frames(carol.joined_at)) > 0.9
+        reply = await client.send("stop", speaking_id)
+        assert reply["ok"], reply
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [
+        ("confbridge", "last participant leaves"),
+        ("ari", "bridge destroyed"),
+        ("ari", "last participant leaves"),
+    ],
+)
+async def test_the_conference_ending_mid_speech_stops_the_session(
+    client: SpeakingClient, conference: ConferenceFactory, kind: Kind, how: str
+) -> None:
+    """Status stopped, reason conference_ended; nothing of the worker's is left (the
+    autouse leak check looks for our channels, Local channels and bridges)."""
+    async with conference(kind) as conf:
+        people = [await conf.join(), await conf.join()]
+        speaking_id = await start(client, conf)
+        said = time.time()
+        await say(client, speaking_id, LONG)
+        await first_speech(people[0], said)
+        if how == "bridge destroyed":
+            assert conf.service is not None
+            await conf.service.end(conf.room)
+        else:
+            for who in people:
+                await who.leave()
+        stopped = await client.wait_event(speaking_id, "speaking_stopped", timeout_s=10)
+        assert stopped["reason"] == "conference_ended", stopped
+        assert (await client.session(speaking_id))["status"] == "stopped"
+
+
+async def test_flush_in_a_conference(client: SpeakingClient, conference: ConferenceFactory) -> None:
+    """A flush silences the conference at once; the next say is heard."""
+    async with conference("confbridge") as conf:
+        alice, bob = await conf.join(), await conf.join()
+        speaking_id = await start(client, conf)
+        said = time.time()
+        await say(client, speaking_id, LONG)
+        await first_speech(alice, said)
+        reply = await client.send("flush", speaking_id)
+        assert reply["ok"], reply
+        flushed = time.time()
+        again = await say(client, speaking_id, HELLO)
+        resumed = time.time()
+        await client.wait_event(speaking_id, "segment_finished", segment_id=again)
+        for who in (alice, bob):
+            # between the flush and the next say: at most the frames already in flight
+            assert count_loud(who.received(), flushed + 0.1, resumed) <= 3
+            assert count_loud(who.received(), resumed) > 100
+        await client.send("stop", speaking_id)
+
+
+async def test_conference_refusals(
+    client: SpeakingClient, conference: ConferenceFactory, service: ConferenceService
+) -> None:
+    """404 unknown; 409 without a participant, for a bridge that is no conference, and
+    for a second session; 400 for a direction other than both. A participant's own call
+    may have a call session at the same time as the conference's."""
+
+    async def create(**overrides: str) -> dict[str, Any]:
+        return await client.send("create", str(uuid.uuid4()), **overrides)
+
+    base = {"reference_type": "confbridge", "language": "en-US", "provider": "offline"}
+    reply = await create(**base, reference_id="no-such-room")
+    assert reply["error"]["code"] == "not_found", reply
+    assert "conference no-such-room does not exist" in reply["error"]["message"]
+
+    empty, holding = f"empty-{uuid.uuid4().hex[:8]}", f"hold-{uuid.uuid4().hex[:8]}"
+    service.rooms |= {empty, holding}  # destroyed by the service whatever happens
+    await service.ari.request("POST", "/bridges", type="mixing", bridgeId=empty, name=empty)
+    await service.ari.request("POST", "/bridges", type="holding", bridgeId=holding)
+    try:
+        reply = await create(**base, reference_id=empty)
+        assert reply["error"]["code"] == "conflict", reply
+        assert "at least one participant must have joined" in reply["error"]["message"]
+        reply = await create(**base, reference_id=holding)
+        assert reply["error"]["code"] == "conflict", reply
+        assert "is not a conference" in reply["error"]["message"]
+    finally:
+        await service.end(empty)
+        await service.end(holding)
+
+    async with conference("confbridge") as conf:
+        alice = await conf.join()
+        for direction in ("in", "out"):
+            reply = await create(**fields(conf, direction=direction))
+            assert reply["error"]["code"] == "invalid_argument", reply
+            assert "conferences accept only both" in reply["error"]["message"]
+        speaking_id = await start(client, conf)
+        bridge = await conf.bridge()
+        assert bridge is not None
+        for reference in (conf.reference, bridge["id"]):  # by name and by bridge id
+            reply = await create(**fields(conf, reference_id=reference))
+            assert reply["error"]["code"] == "conflict", reply
+            assert reply["error"]["existing_speaking_id"] == speaking_id
+        call_session = str(uuid.uuid4())
+        reply = await client.send(
+            "create",
+            call_session,
+            **fields(conf, reference_type="call", reference_id=alice.channel_id, direction="in"),
+        )
+        assert reply["ok"], reply
+        await client.wait_event(call_session, "speaking_started")
+        for sid in (call_session, speaking_id):
+            reply = await client.send("stop", sid)
+            assert reply["ok"], reply
+
+
+async def test_a_wideband_conference_gets_slin16(
+    client: SpeakingClient, conference: ConferenceFactory
+) -> None:
+    async with conference("confbridge", codec="slin16") as conf:
+        people = [await conf.join(), await conf.join()]
+        speaking_id = await start(client, conf)
+        started = await client.wait_event(speaking_id, "speaking_started")
+        assert started["media_format"] == "slin16", started
+        said = time.time()
+        segment = await say(client, speaking_id, HELLO)
+        await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
+        await client.send("stop", speaking_id)
+    for who in people:
+        assert {p.sample_rate for p in who.received()} == {16000}
+        assert count_loud(who.received(), said) > 100

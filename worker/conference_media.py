@@ -1,0 +1,184 @@
+"""What a session creates in Asterisk to speak into a conference.
+
+* ARI conference: one external-media channel, added to the conference's own bridge.
+  Every participant hears it; it hears the mix, which the worker never sends back.
+  The worker subscribes to the bridge, so BridgeDestroyed and the last participant's
+  ChannelLeftBridge reach it as events (conference.event_ends).
+* ConfBridge room: the worker originates ``Local/<room>@<context>`` (``POST /channels``,
+  never ``/channels/create``: see docs/media.md). The ``;1`` half enters the worker's
+  app and a mixing bridge of its own with the external media; the ``;2`` half runs
+  ``ConfBridge(<room>,,speaking_tts)``, a quiet, unmarked, non-admin user. ARI cannot
+  watch an app_confbridge bridge (it is not subscribable), so the worker asks
+  ``CONFBRIDGE_INFO(parties,<room>)`` every second (worker.py) and the room is over
+  when only our ``;2`` is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worker.ari import AriClient
+from worker.conference import (
+    Conference,
+    ConferenceKind,
+    common_owner,
+    find_conference,
+    native_formats,
+    over,
+    read_participants,
+    refusal,
+)
+from worker.errors import CommandError
+from worker.external_media import ExternalMedia
+from worker.media_format import MediaFormat
+from worker.resources import (
+    LOCAL,
+    LOCAL_PEER,
+    MEDIA,
+    ChannelWaiters,
+    TeardownIncomplete,
+    destroy_all,
+)
+
+SETUP_TIMEOUT_S = 5.0
+#: The dialplan context the worker's Local channel dials (asterisk-config/extensions.conf).
+DEFAULT_CONTEXT = "speaking-confbridge"
+
+
+@dataclass
+class ConferenceMedia:
+    """One conference session's resources; ``teardown`` removes all of it.
+
+    Invariant (as for calls): each resource is recorded before the request that creates
+    it. ``check`` must have resolved the conference before ``setup``.
+    """
+
+    ari: AriClient
+    waiters: ChannelWaiters
+    session_prefix: str
+    reference_id: str
+    context: str = DEFAULT_CONTEXT
+    conference: Conference | None = None
+    media: ExternalMedia | None = None
+    channels: list[str] = field(default_factory=list)
+    bridge: str | None = None
+    subscription: str | None = None
+
+    @property
+    def lock_id(self) -> str:
+        return self.conference.lock_id if self.conference is not None else self.reference_id
+
+    @property
+    def polled(self) -> bool:
+        """Whether the end of this conference is found by polling (a ConfBridge room)."""
+        return self.conference is not None and self.conference.kind is ConferenceKind.CONFBRIDGE
+
+    def watched(self) -> tuple[str, ...]:
+        """Event keys whose end stops the session: our channels, and the referenced
+        bridge (``bridge:<id>``, for ARI conferences referenced by bridge id)."""
+        prefix = self.session_prefix
+        return (f"bridge:{self.reference_id}", prefix + MEDIA, prefix + LOCAL, prefix + LOCAL_PEER)
+
+    async def check(self) -> CommandError | None:
+        """Resolve the reference; why speech cannot be attached now, or None.
+        Raises ARI failures if Asterisk does not answer."""
+        self.conference = await find_conference(self.ari, self.reference_id)
+        return refusal(self.conference, self.reference_id)
+
+    async def native_formats(self) -> str:
+        assert self.conference is not None
+        formats = await read_participants(self.ari, self.conference, "CHANNEL(audionativeformat)")
+        return native_formats(formats)
+
+    async def gone(self) -> bool:
+        """Whether the conference is over or our way into it was cut."""
+        conference = self.conference
+        if conference is None:
+            return False
+        for channel_id in self.channels:
+            if await self.ari.get_channel(channel_id) is None:
+                return True
+        if conference.kind is ConferenceKind.CONFBRIDGE:
+            parties = await self.ari.get_variable(
+                self.session_prefix + LOCAL_PEER, f"CONFBRIDGE_INFO(parties,{conference.name})"
+            )
+            return parties is None or not parties.isdigit() or int(parties) <= 1  # ours only
+        return over(await self.ari.get_bridge(conference.bridge_id))
+
+    @property
+    def send(self) -> Callable[[bytes], None]:
+        assert self.media is not None
+        return self.media.send
+
+    @property
+    def paced_by_us(self) -> bool:
+        return self.media is not None and self.media.paced_by_us
+
+    async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
+        """Join the conference; returns the format actually used. Raises ARI failures;
+        the caller then always runs ``teardown``."""
+        conference = self.conference
+        assert conference is not None and conference.kind is not None, "check() first"
+        prefix = self.session_prefix
+        media_id, local_id = prefix + MEDIA, prefix + LOCAL
+        expected = [media_id] if conference.kind is ConferenceKind.ARI else [local_id, media_id]
+        arrivals = [self.waiters.expect("StasisStart", c) for c in expected]
+        try:
+            if conference.kind is ConferenceKind.ARI:
+                self.subscription = f"bridge:{conference.bridge_id}"
+                await self.ari.subscribe(self.subscription)
+            else:
+                self.channels += [local_id, prefix + LOCAL_PEER]
+                await self.ari.originate(
+                    f"Local/{conference.name}@{self.context}", local_id, prefix + LOCAL_PEER
+                )
+            self.channels.append(media_id)
+            self.media = ExternalMedia(self.ari, media_id)
+            fmt = await self.media.open(fmt, rtp_host)
+            async with asyncio.timeout(SETUP_TIMEOUT_S):
+                await asyncio.gather(*arrivals)
+                await self.media.started()
+            if conference.kind is ConferenceKind.ARI:
+                await self.ari.add_to_bridge(conference.bridge_id, media_id)
+            else:
+                self.bridge = prefix
+                await self.ari.create_bridge(prefix, name=prefix)
+                await self.ari.add_to_bridge(prefix, local_id, media_id)
+            return fmt
+        finally:
+            for channel_id in expected:
+                self.waiters.forget("StasisStart", channel_id)
+
+    async def teardown(self) -> None:
+        """Remove every resource of ours (never the conference's own bridge). Safe to
+        call again and after a partial setup.
+
+        Raises TeardownIncomplete while Asterisk has not confirmed all of it.
+        """
+        if self.media is not None:
+            await self.media.close()
+        # The external media first (it leaves the conference at once), then the Local
+        # pair (hanging up ;1 ends ;2 too), then our bridge.
+        self.channels.sort(key=lambda c: not c.endswith(MEDIA))
+        self.channels, self.bridge = await destroy_all(
+            self.ari, self.waiters, self.channels, self.bridge
+        )
+        if self.channels or self.bridge is not None:
+            left = [*self.channels, *filter(None, [self.bridge])]
+            raise TeardownIncomplete(f"not confirmed gone: {', '.join(left)}")
+        if self.subscription is not None:
+            await self.ari.unsubscribe(self.subscription)
+            self.subscription = None
+
+
+async def conference_owner(ari: AriClient, reference_id: str, variable: str) -> tuple[bool, str]:
+    """(found, owner) for ``locate``: the owner variable read on the participants' channels
+    (conference.common_owner). Raises ARI failures."""
+    conference = await find_conference(ari, reference_id)
+    if conference is None or conference.kind is None:
+        return False, ""
+    if not variable:
+        return True, ""
+    return True, common_owner(await read_participants(ari, conference, variable))

@@ -1,0 +1,93 @@
+"""The external-media channel that carries one session's audio into Asterisk.
+
+Two transports, chosen by the format (see worker/media_format.py for why):
+
+* mu-law over RTP (``UnicastRTP``): a UDP socket of ours, paced frame by frame;
+* slin16 over a media websocket (chan_websocket), which Asterisk paces itself.
+
+Asterisk sends back what the channel hears (the call, or the conference's mix); the
+worker reads it only to keep the transport alive and never sends any of it back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from worker.ari import AriClient, AriError
+from worker.media_format import MediaFormat
+from worker.media_websocket import MediaWebsocket
+from worker.rtp_socket import RtpSocket
+
+log = logging.getLogger(__name__)
+
+
+class ExternalMedia:
+    """Our end of one external-media channel (the channel itself is Asterisk's).
+
+    ``open`` raises AriError, aiohttp.ClientError or OSError if Asterisk refuses or
+    cannot be reached; whatever it opened is then closed by ``close``.
+    """
+
+    def __init__(self, ari: AriClient, channel_id: str) -> None:
+        self.ari = ari
+        self.channel_id = channel_id
+        self.rtp: RtpSocket | None = None
+        self.websocket: MediaWebsocket | None = None
+
+    async def open(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
+        """Create the channel; returns the format used: slin16 falls back to mu-law
+        over RTP where this Asterisk has no chan_websocket."""
+        if fmt is MediaFormat.SLIN16:
+            try:
+                await self._open_websocket(fmt)
+                return fmt
+            except AriError as exc:
+                log.warning("no media websocket, using mu-law over RTP", extra={"error": str(exc)})
+        await self._open_rtp(MediaFormat.ULAW, rtp_host)
+        return MediaFormat.ULAW
+
+    async def started(self) -> None:
+        """Wait until Asterisk takes audio (a media websocket says so; RTP at once)."""
+        if self.websocket is not None:
+            await self.websocket.wait_started()
+
+    @property
+    def paced_by_us(self) -> bool:
+        """RTP must be paced in real time by the worker; the websocket is paced by Asterisk."""
+        return self.rtp is not None
+
+    @property
+    def send(self) -> Callable[[bytes], None]:
+        """Where the session's frames go."""
+        if self.websocket is not None:
+            return self.websocket.send
+        assert self.rtp is not None, "send before open"
+        return self.rtp.send
+
+    async def close(self) -> None:
+        """Stop sending (the channel is hung up by its owner)."""
+        if self.rtp is not None:
+            self.rtp.close()
+            self.rtp = None
+        if self.websocket is not None:
+            await self.websocket.close()
+            self.websocket = None
+
+    async def _open_rtp(self, fmt: MediaFormat, rtp_host: str) -> None:
+        self.rtp = await RtpSocket.open(rtp_host)
+        reply = await self.ari.external_media(
+            self.channel_id, f"{self.rtp.local_host}:{self.rtp.local_port}", fmt.asterisk_name
+        )
+        variables = reply.get("channelvars", {})
+        self.rtp.remote = (
+            variables["UNICASTRTP_LOCAL_ADDRESS"],
+            int(variables["UNICASTRTP_LOCAL_PORT"]),
+        )
+
+    async def _open_websocket(self, fmt: MediaFormat) -> None:
+        reply = await self.ari.external_media_websocket(self.channel_id, fmt.asterisk_name)
+        connection_id = reply.get("channelvars", {})["MEDIA_WEBSOCKET_CONNECTION_ID"]
+        self.websocket = await MediaWebsocket.connect(
+            self.ari.http, self.ari.base_url, connection_id
+        )
