@@ -154,3 +154,4 @@ def create_fields(call: TwoLegCall, **overrides: str) -> dict[str, str]:
 # The API tier's fixture lives beside its helpers; importing it here makes it visible to
 # every e2e test module.
 from tests.e2e.api_fixtures import api  # noqa: E402, F401
+from tests.e2e.provider_stack import fakes, stack  # noqa: E402, F401

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import ARI_AUTH, ARI_URL
 from tests.e2e.processes import SIP_PORT
+from tests.e2e.provider_stack import Stack
+from tests.e2e.test_api import sse_until, wait_active
 from tests.telephony.analysis import count_loud, first_loud_time, write_wav
 from tests.telephony.ari import Ari, AriEvents
 from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
@@ -254,7 +256,7 @@ async def test_conference_refusals(
         for reference in (conf.reference, bridge["id"]):  # by name and by bridge id
             reply = await create(**fields(conf, reference_id=reference))
             assert reply["error"]["code"] == "conflict", reply
-            assert reply["error"]["existing_speaking_id"] == speaking_id
+            assert reply["error"]["details"]["existing_speaking_id"] == speaking_id
         call_session = str(uuid.uuid4())
         reply = await client.send(
             "create",
@@ -283,3 +285,44 @@ async def test_a_wideband_conference_gets_slin16(
     for who in people:
         assert {p.sample_rate for p in who.received()} == {16000}
         assert count_loud(who.received(), said) > 100
+
+
+#: The id of the document's conference example (POST /speakings, reference_type confbridge).
+DOCUMENT_CONFERENCE = "c0d1e2f3-a4b5-6c7d-8e9f-0a1b2c3d4e5f"
+
+
+async def test_the_documents_conference_example_through_the_api(
+    stack: Stack, conference: ConferenceFactory
+) -> None:
+    """The document's conference example replayed through the API (its own worker and
+    API, elevenlabs through the local fake of its wire protocol): a ConfBridge room with
+    the example's id and two participants of cust-1. The body is the document's, the
+    answer has its fields, and every participant hears the speech. The same create by
+    another customer finds no such conference (404, tenancy by the participants' owner)."""
+    _, api, _ = stack
+    body = {
+        "reference_type": "confbridge",
+        "reference_id": DOCUMENT_CONFERENCE,
+        "language": "en-US",
+        "provider": "elevenlabs",
+        "direction": "both",
+    }
+    async with conference("confbridge", room=DOCUMENT_CONFERENCE) as conf:
+        people = [await conf.join(), await conf.join()]
+        status, theirs = await api.call("POST", "/v1.0/speakings", json=body, key=api.other_key)
+        assert status == 404 and theirs["error"]["code"] == "not_found", theirs
+        status, created = await api.call("POST", "/v1.0/speakings", json=body)
+        assert status == 201, created
+        assert {k: created[k] for k in body} == body
+        assert created["voice_id"] == "" and created["status"] == "initiating"
+        await wait_active(api, created["id"])
+        said = time.time()
+        status, answer = await api.call(
+            "POST", f"/v1.0/speakings/{created['id']}/say", json={"text": HELLO}
+        )
+        assert status == 200, answer
+        await sse_until(api, created["id"], "segment_finished", segment_id=answer["segment_id"])
+        status, stopped = await api.call("POST", f"/v1.0/speakings/{created['id']}/stop")
+        assert status == 200 and stopped["status"] == "stopped", stopped
+    for who in people:
+        assert count_loud(who.received(), said) > 50, who.number

@@ -154,6 +154,7 @@ class Conference:
         duration_s: float = 60.0,
         customer_id: str = "cust-1",
         codec: CodecName = "ulaw",
+        room: str | None = None,
     ) -> None:
         self.kind = kind
         self.events = events
@@ -164,7 +165,7 @@ class Conference:
         self.duration_s = duration_s
         self.customer_id = customer_id
         self.codec = codec
-        self.room = f"room-{random.randrange(16**8):08x}"
+        self.room = room or f"room-{random.randrange(16**8):08x}"
         self.participants: list[Participant] = []
         assert kind == "confbridge" or service is not None, "an ARI conference needs a service"
 
@@ -243,7 +244,12 @@ class Conference:
         while True:  # in the room's bridge: there is no event for a ConfBridge's bridge
             if self.service is not None and self.service.failures:
                 raise self.service.failures[0]
-            if who.channel_id in await self._bridge_channels() and who.received():
+            channels = await self._bridge_channels()
+            # Alone in an ARI mixing bridge a participant receives nothing: Asterisk uses
+            # its two-party technology there until a third channel joins (ConfBridge
+            # always mixes, and sends the lone participant audio).
+            alone = self.kind == "ari" and channels == [who.channel_id]
+            if who.channel_id in channels and (who.received() or alone):
                 return
             await asyncio.sleep(0.05)
 
@@ -267,7 +273,13 @@ class Conference:
                 return
             if death in done:
                 raise who.sipp.failure("ended before joining")
-            raise TimeoutError(f"participant {who.number} not in {self.room} within {within_s} s")
+            seen = self.events.channels.get(who.channel_id, {})
+            raise TimeoutError(
+                f"participant {who.number} not in {self.room} within {within_s} s "
+                f"(channel {who.channel_id or 'not seen'}, state {seen.get('state')}, "
+                f"in the bridge: {who.channel_id in await self._bridge_channels()}, "
+                f"RTP received: {len(who.received())} packets)"
+            )
         finally:
             goal.cancel()
             death.cancel()
