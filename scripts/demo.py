@@ -1,9 +1,11 @@
 """The main job, end to end on this machine: a real two-leg SIP call through the local
-Asterisk, the worker speaking into it with each direction, and what each party heard.
+Asterisk, the worker speaking into it with each direction, then into a three-party
+dialplan ConfBridge room, and what each party heard.
 
 Run by scripts/demo.sh (which starts Asterisk, Redis and the worker first). Writes
-WAV files of what the caller and the callee received, per direction, plus
-timings.json, into the output folder, and prints the timings.
+WAV files of what the caller and the callee received, per direction, and of what each
+conference participant received, plus timings.json, into the output folder, and prints
+the timings.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from tests.telephony.analysis import (  # noqa: E402
     speech_frames,
     write_wav,
 )
+from tests.telephony.ari import Ari, AriEvents  # noqa: E402
+from tests.telephony.conference import Conference  # noqa: E402
 from tests.telephony.sipp import two_leg_call  # noqa: E402
 from worker.client import SpeakingClient  # noqa: E402
 
@@ -39,6 +43,7 @@ BARGE_IN = (
     "A caller who starts talking should not have to wait for it to end."
 )
 WHO_HEARS = {"in": ("caller",), "out": ("callee",), "both": ("caller", "callee")}
+ARI_URL, ARI_AUTH = "http://127.0.0.1:8088/ari", ("speaking", "speaking-dev-secret")
 
 
 async def run_direction(
@@ -108,6 +113,55 @@ async def run_direction(
     }
 
 
+async def run_conference(
+    client: SpeakingClient, events: AriEvents, voice: str, out: Path
+) -> dict[str, Any]:
+    """Three SIPp participants in ConfBridge room; one session speaks to all of them."""
+    async with Conference("confbridge", events, out / "sipp", duration_s=60) as conf:
+        people = [await conf.join() for _ in range(3)]
+        speaking_id = str(uuid.uuid4())
+        sent = time.time()
+        reply = await client.send(
+            "create",
+            speaking_id,
+            reference_type="confbridge",
+            reference_id=conf.reference,
+            language="en-US",
+            provider="offline",
+            voice_id=voice,
+            direction="both",
+        )
+        if not reply["ok"]:
+            raise SystemExit(f"conference create refused: {reply['error']}")
+        await client.wait_event(speaking_id, "speaking_started", timeout_s=30)
+        create_to_active = time.time() - sent
+        say_sent = time.time()
+        say = await client.send("say", speaking_id, text=SENTENCE)
+        started = await client.wait_event(
+            speaking_id, "segment_started", segment_id=say["segment_id"], timeout_s=30
+        )
+        await client.wait_event(
+            speaking_id, "segment_finished", segment_id=say["segment_id"], timeout_s=60
+        )
+        await asyncio.sleep(0.3)  # let the last frames reach the participants
+        await client.send("stop", speaking_id)
+        heard = {}
+        for n, who in enumerate(people, 1):
+            heard[f"participant{n}"] = count_loud(who.received(), start=say_sent)
+            write_wav(out / f"conference-participant{n}.wav", who.received())
+        first = [first_loud_time(w.received(), after=say_sent) for w in people]
+        return {
+            "room": conf.reference,
+            "speaking_id": speaking_id,
+            "loud_frames": heard,
+            "create_to_active_ms": round(create_to_active * 1000, 1),
+            "say_to_first_frame_sent_ms": float(started["latency_ms"]),
+            "say_to_first_audio_heard_ms": [
+                round((t - say_sent) * 1000, 1) if t else None for t in first
+            ],
+        }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "out")
@@ -123,7 +177,8 @@ async def main() -> None:
     redis = Redis.from_url(args.redis_url)
     client = SpeakingClient(redis, args.worker_id)
     results = []
-    async with two_leg_call(workdir=args.out / "sipp", duration_s=120) as call:
+    events = await Ari(ARI_URL, ARI_AUTH).events(f"demo-{uuid.uuid4().hex[:8]}")
+    async with two_leg_call(workdir=args.out / "sipp", duration_s=120, events=events) as call:
         print(
             f"call up: caller channel {call.caller_channel_id}, callee {call.callee_channel_id} "
             f"({call.setup_s * 1000:.0f} ms to set up)"
@@ -139,6 +194,14 @@ async def main() -> None:
             )
         write_wav(args.out / "caller.wav", call.received("caller"))
         write_wav(args.out / "callee.wav", call.received("callee"))
+    conference = await run_conference(client, events, args.voice, args.out)
+    print(
+        f"  conference {conference['room']}: "
+        + ", ".join(f"{who} heard {n} loud frames" for who, n in conference["loud_frames"].items())
+        + f"; create -> active {conference['create_to_active_ms']:.1f} ms"
+    )
+    await events.close()
+    await events.ari.close()
     await redis.aclose()
 
     def col(key: str) -> list[float]:
@@ -154,14 +217,15 @@ async def main() -> None:
         )
     }
     (args.out / "timings.json").write_text(
-        json.dumps({"runs": results, "summary": summary}, indent=2)
+        json.dumps({"runs": results, "summary": summary, "conference": conference}, indent=2)
     )
     print("\ntimings (median / max over the three directions):")
     for key, value in summary.items():
         print(f"  {key:30} {value['median']:8.1f} ms  {value['max']:8.1f} ms")
     print(
         f"\nWAV files of what each party heard are in {args.out}/: "
-        "in-caller.wav, in-callee.wav, out-*.wav, both-*.wav, caller.wav, callee.wav"
+        "in-caller.wav, in-callee.wav, out-*.wav, both-*.wav, caller.wav, callee.wav, "
+        "conference-participant1..3.wav"
     )
     wrong = [
         r
@@ -173,6 +237,8 @@ async def main() -> None:
     ]
     if wrong:
         raise SystemExit(f"audio reached the wrong party: {wrong}")
+    if not all(conference["loud_frames"].values()):
+        raise SystemExit(f"a conference participant heard nothing: {conference}")
 
 
 if __name__ == "__main__":

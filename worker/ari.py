@@ -146,9 +146,12 @@ class AriClient:
                 return None
             raise
 
-    async def originate(self, endpoint: str, channel_id: str, other_channel_id: str) -> Json:
-        """Dial ``endpoint`` into this app (``POST /channels``). For a Local channel the
-        ;1 half (``channel_id``) enters Stasis and the ;2 half runs the dialplan."""
+    async def originate(
+        self, endpoint: str, channel_id: str, other_channel_id: str, formats: str
+    ) -> Json:
+        """Dial ``endpoint`` into this app (``POST /channels``) offering only ``formats``
+        (e.g. ``ulaw``). For a Local channel the ;1 half (``channel_id``) enters Stasis
+        and the ;2 half runs the dialplan."""
         result: Json = await self.request(
             "POST",
             "/channels",
@@ -156,6 +159,7 @@ class AriClient:
             app=self.app,
             channelId=channel_id,
             otherChannelId=other_channel_id,
+            formats=formats,
         )
         return result
 

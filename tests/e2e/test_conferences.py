@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.conftest import ARI_AUTH, ARI_URL
-from tests.e2e.processes import SIP_PORT
+from tests.e2e.conftest import create_fields
+from tests.e2e.processes import SIP_PORT, WorkerProcess
 from tests.e2e.provider_stack import Stack
 from tests.e2e.test_api import sse_until, wait_active
-from tests.telephony.analysis import count_loud, first_loud_time, write_wav
+from tests.telephony.analysis import count_loud, first_loud_time, speech_gain, write_wav
 from tests.telephony.ari import Ari, AriEvents
+from tests.telephony.capture import RtpPacket
 from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
+from tests.telephony.sipp import two_leg_call
 from worker.client import SpeakingClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deadline(150)]
@@ -46,6 +50,28 @@ async def service(harness_events: AriEvents) -> AsyncIterator[ConferenceService]
     yield svc
     await svc.close()
     await ari.close()
+
+
+@pytest.fixture(scope="module")
+async def reference_speech(
+    harness_events: AriEvents,
+    redis: Redis,
+    worker: WorkerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[RtpPacket]:
+    """What a call's caller receives of HELLO (direction in): the level a conference
+    participant must receive it at too."""
+    client = SpeakingClient(redis, worker.worker_id)
+    workdir = tmp_path_factory.mktemp("reference")
+    async with two_leg_call(sip_port=SIP_PORT, workdir=workdir, events=harness_events) as call:
+        speaking_id = str(uuid.uuid4())
+        reply = await client.send("create", speaking_id, **create_fields(call, direction="in"))
+        assert reply["ok"], reply
+        await client.wait_event(speaking_id, "speaking_started")
+        segment = await say(client, speaking_id, HELLO)
+        await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
+        assert (await client.send("stop", speaking_id))["ok"]
+    return call.received("caller")
 
 
 @pytest.fixture
@@ -109,11 +135,16 @@ async def first_speech(who: Participant, after: float, within_s: float = 10.0) -
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_every_participant_hears_the_speech_and_still_hears_the_others(
-    client: SpeakingClient, conference: ConferenceFactory, kind: Kind
+    client: SpeakingClient,
+    conference: ConferenceFactory,
+    kind: Kind,
+    reference_speech: list[RtpPacket],
 ) -> None:
     """Three participants: each one receives the speech (per 20 ms frame, about as many
-    loud frames as the others), keeps hearing the other two (their markers) while the
-    session runs, and never hears its own marker: the worker sends nothing back."""
+    loud frames as the others) at the level a call's party receives it (within 1 dB:
+    the mix adds the others' quiet noise), keeps hearing the other two (their markers)
+    while the session runs, and never hears its own marker: the worker sends nothing
+    back."""
     async with conference(kind) as conf:
         people = [await conf.join() for _ in range(3)]
         speaking_id = await start(client, conf)
@@ -126,6 +157,8 @@ async def test_every_participant_hears_the_speech_and_still_hears_the_others(
     loud = [count_loud(p.received(), began, ended) for p in people]
     assert min(loud) > 100, loud  # the sentence is about 4 s: ~200 frames of speech
     assert max(loud) - min(loud) <= 0.1 * max(loud), loud
+    gains = [speech_gain(reference_speech, p.received()) for p in people]
+    assert all(0.89 < g < 1.12 for g in gains), gains  # measured 1.00; 0.50 was a bug
     for who in people:
         quiet = who.quiet_frames(began, ended)
         assert len(quiet) > 20, len(quiet)  # the gaps between words

@@ -153,3 +153,41 @@ def write_wav(path: Path, packets: Sequence[RtpPacket], sample_rate: int | None 
         wav.setframerate(rate)
         wav.writeframes(audio.astype("<i2").tobytes())
     return path
+
+
+def _pcm(packets: Sequence[RtpPacket]) -> npt.NDArray[np.float64]:
+    if not packets:
+        return np.zeros(0)
+    return np.concatenate([p.samples for p in packets]).astype(np.float64)
+
+
+def speech_gain(reference: Sequence[RtpPacket], received: Sequence[RtpPacket]) -> float:
+    """Gain of the speech in ``received`` relative to the same speech in ``reference``
+    (e.g. what a call party heard of the same sentence): the two are aligned (per-frame
+    envelope, then per sample), and the least-squares gain over the reference's loud
+    frames is returned. 1.0 means the same level; 0.5 is -6 dB. Both at one rate."""
+    x, y = _pcm(reference), _pcm(received)
+    frame = reference[0].samples.size if reference else 160
+    if x.size < 10 * frame or y.size < 10 * frame:
+        return 0.0
+
+    def envelope(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        rms: npt.NDArray[np.float64] = np.sqrt(
+            (s[: s.size // frame * frame].reshape(-1, frame) ** 2).mean(axis=1)
+        )
+        return rms
+
+    ex, ey = envelope(x), envelope(y)
+    lag = int(np.argmax(np.correlate(ex - ex.mean(), ey - ey.mean(), "full"))) - (ey.size - 1)
+    x, y = (x[lag * frame :], y) if lag >= 0 else (x, y[-lag * frame :])
+    n = min(x.size, y.size)
+    x, y = x[:n], y[:n]
+    inner = slice(2 * frame, n - 2 * frame)
+    shift = max(
+        range(-frame, frame + 1), key=lambda s: float(np.dot(x[inner], np.roll(y, s)[inner]))
+    )
+    y = np.roll(y, shift)
+    loud = np.zeros(n, dtype=bool)
+    mask = np.repeat(envelope(x) > 10 ** (SPEECH_THRESHOLD_DBFS / 20) * 32768, frame)
+    loud[: mask.size] = mask
+    return float(np.dot(x[loud], y[loud]) / max(float(np.dot(x[loud], x[loud])), 1.0))
