@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from worker.ari import AriClient
 from worker.events import Event, EventType
 from worker.model import Speaking, Status, StopReason, timestamp
-from worker.resources import ChannelWaiters, destroy_channel, parse_resource
+from worker.resources import ChannelWaiters, destroy_bridge, destroy_channel, parse_resource
 from worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Recovery:
             if kind == "channel":
                 removed += await destroy_channel(self.ari, self.waiters, resource_id)
             else:
-                removed += await self.ari.destroy_bridge(resource_id)
+                removed += await destroy_bridge(self.ari, self.waiters, resource_id)
         if removed:
             log.warning("removed leftovers of dead workers", extra={"count": removed})
         return removed

@@ -53,8 +53,9 @@ class TeardownIncomplete(Exception):
 
 
 class ChannelWaiters:
-    """Futures for ARI events about channels we create or destroy, registered before
-    the request that causes them: the event may arrive before the request's reply."""
+    """Futures for ARI events about channels (and bridges) we create or destroy,
+    registered before the request that causes them: the event may arrive before the
+    request's reply."""
 
     def __init__(self) -> None:
         self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -103,16 +104,40 @@ async def destroy_channel(ari: AriClient, waiters: ChannelWaiters, channel_id: s
         await ari.unsubscribe(f"channel:{channel_id}")
 
 
+async def destroy_bridge(ari: AriClient, waiters: ChannelWaiters, bridge_id: str) -> bool:
+    """Destroy a bridge and return True once Asterisk confirms it is gone (False: try
+    again later). ``DELETE /bridges`` answers before ARI's bridge list forgets the
+    bridge (its snapshot cache is updated asynchronously): only BridgeDestroyed, sent to
+    apps subscribed to the bridge, says it is gone everywhere."""
+    gone = waiters.expect("BridgeDestroyed", bridge_id)
+    try:
+        with contextlib.suppress(*ARI_FAILURES):  # ours are subscribed already; a dead
+            await ari.subscribe(f"bridge:{bridge_id}")  # worker's are not
+        try:
+            if not await ari.destroy_bridge(bridge_id):
+                return True  # 404: not there
+            async with asyncio.timeout(DESTROYED_WAIT_S):
+                await gone
+            return True
+        except TimeoutError:
+            pass
+        except ARI_FAILURES as exc:
+            log.warning("bridge not destroyed", extra={"error": str(exc)[:200]})
+            return False
+        try:
+            return await ari.get_bridge(bridge_id) is None
+        except ARI_FAILURES:
+            return False
+    finally:
+        waiters.forget("BridgeDestroyed", bridge_id)
+
+
 async def destroy_all(
     ari: AriClient, waiters: ChannelWaiters, channels: list[str], bridge: str | None
 ) -> tuple[list[str], str | None]:
     """Destroy channels, then the bridge; returns what could not be confirmed gone
     (the caller keeps it for a retry)."""
     left = [c for c in channels if not await destroy_channel(ari, waiters, c)]
-    if bridge is not None:
-        try:
-            await ari.destroy_bridge(bridge)  # False (404): already gone
-            bridge = None
-        except ARI_FAILURES as exc:
-            log.warning("bridge not destroyed", extra={"error": str(exc)[:200]})
+    if bridge is not None and await destroy_bridge(ari, waiters, bridge):
+        bridge = None
     return left, bridge

@@ -405,6 +405,8 @@ class Worker:
         kind = event.get("type", "")
         channel_id = str(event.get("channel", {}).get("id", ""))
         self.waiters.fire(kind, channel_id)
+        if kind == "BridgeDestroyed":
+            self.waiters.fire(kind, str(event.get("bridge", {}).get("id", "")))
         if kind in _GONE_EVENTS:
             self._gone(channel_id)
         elif kind in _BRIDGE_EVENTS and event_ends(event):  # an ARI conference ended

@@ -125,6 +125,13 @@ async def say(client: SpeakingClient, speaking_id: str, text: str) -> str:
     return segment
 
 
+async def frames_after(who: Participant, after: float, count: int, within_s: float = 10) -> None:
+    """Until ``who`` has received ``count`` frames since ``after`` (polls its capture)."""
+    async with asyncio.timeout(within_s):
+        while sum(p.arrival >= after for p in who.received()) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
 async def first_speech(who: Participant, after: float, within_s: float = 10.0) -> float:
     """When speech first reached ``who`` (polls its capture: audio has no event)."""
     async with asyncio.timeout(within_s):
@@ -149,6 +156,9 @@ async def test_every_participant_hears_the_speech_and_still_hears_the_others(
         people = [await conf.join() for _ in range(3)]
         speaking_id = await start(client, conf)
         began = time.time()
+        # A second of the session attached but silent: markers only, no speech.
+        for who in people:
+            await frames_after(who, began, 50)
         segment = await say(client, speaking_id, HELLO)
         await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
         reply = await client.send("stop", speaking_id)
@@ -165,7 +175,9 @@ async def test_every_participant_hears_the_speech_and_still_hears_the_others(
         for other in people:
             share = who.hears(other, quiet)
             if other is who:
-                assert share < 0.05, (who.number, share)
+                # An echo of the mix would carry it in nearly every frame; a few frames
+                # may read as a marker by chance (the speech's own spectrum).
+                assert share < 0.15, (who.number, share)
             else:
                 assert share > 0.9, (who.number, other.number, share)
 

@@ -43,6 +43,9 @@ MARKER_DBFS = -45.0
 #: A frame "carries" a marker when its component is within this of the sent level
 #: (mixing two quiet parties and G.711 move it by a few dB at most).
 MARKER_HEARD_DBFS = MARKER_DBFS - 8.0
+#: Frames at most this loud carry no speech, not even a syllable's tail (whose spectrum
+#: could pass for a marker): two markers and the noise sum to about -42 dBFS.
+MARKERS_ONLY_DBFS = -40.0
 PCAP_SLACK_S = 30.0
 
 
@@ -110,12 +113,13 @@ class Participant:
 
     def quiet_frames(self, start: float | None = None, end: float | None = None) -> list[RtpPacket]:
         """Frames received in [start, end) that carried no speech (markers show there)."""
+        threshold = min(SPEECH_THRESHOLD_DBFS, MARKERS_ONLY_DBFS)
         return [
             p
             for p in self.received()
             if (start is None or p.arrival >= start)
             and (end is None or p.arrival < end)
-            and level_dbfs(p.samples) <= SPEECH_THRESHOLD_DBFS
+            and level_dbfs(p.samples) <= threshold
         ]
 
     def hears(self, other: Participant, frames: Sequence[RtpPacket]) -> float:
