@@ -8,13 +8,12 @@ Names and teardown rules are in worker/resources.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.ari import AriClient
 from worker.direction import Whisper
 from worker.errors import CommandError, ErrorCode, conflict
-from worker.external_media import ExternalMedia
+from worker.external_media import ExternalMedia, SendsThroughExternalMedia
 from worker.media_format import MediaFormat
 from worker.resources import (
     ARI_FAILURES,
@@ -29,7 +28,7 @@ SETUP_TIMEOUT_S = 5.0
 
 
 @dataclass
-class CallMedia:
+class CallMedia(SendsThroughExternalMedia):
     """One call session's resources; ``teardown`` removes all of it.
 
     Invariant: each resource is recorded in ``channels``/``bridge`` *before* the request
@@ -84,15 +83,6 @@ class CallMedia:
             if await self.ari.get_channel(channel_id) is None:
                 return True
         return False
-
-    @property
-    def send(self) -> Callable[[bytes], None]:
-        assert self.media is not None
-        return self.media.send
-
-    @property
-    def paced_by_us(self) -> bool:
-        return self.media is not None and self.media.paced_by_us
 
     async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
         """Create snoop + external media + bridge; returns the format actually used.

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.ari import AriClient
@@ -31,7 +30,7 @@ from worker.conference import (
     refusal,
 )
 from worker.errors import CommandError
-from worker.external_media import ExternalMedia
+from worker.external_media import ExternalMedia, SendsThroughExternalMedia
 from worker.media_format import MediaFormat
 from worker.resources import (
     LOCAL,
@@ -48,7 +47,7 @@ DEFAULT_CONTEXT = "speaking-confbridge"
 
 
 @dataclass
-class ConferenceMedia:
+class ConferenceMedia(SendsThroughExternalMedia):
     """One conference session's resources; ``teardown`` removes all of it.
 
     Invariant (as for calls): each resource is recorded before the request that creates
@@ -106,15 +105,6 @@ class ConferenceMedia:
             )
             return parties is None or not parties.isdigit() or int(parties) <= 1  # ours only
         return over(await self.ari.get_bridge(conference.bridge_id))
-
-    @property
-    def send(self) -> Callable[[bytes], None]:
-        assert self.media is not None
-        return self.media.send
-
-    @property
-    def paced_by_us(self) -> bool:
-        return self.media is not None and self.media.paced_by_us
 
     async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
         """Join the conference; returns the format actually used. Raises ARI failures;

@@ -91,3 +91,19 @@ class ExternalMedia:
         self.websocket = await MediaWebsocket.connect(
             self.ari.http, self.ari.base_url, connection_id
         )
+
+
+class SendsThroughExternalMedia:
+    """What a session's media path (call or conference) exposes of its external media
+    to the player: a subclass sets ``media`` during setup."""
+
+    media: ExternalMedia | None
+
+    @property
+    def send(self) -> Callable[[bytes], None]:
+        assert self.media is not None, "setup() first"
+        return self.media.send
+
+    @property
+    def paced_by_us(self) -> bool:
+        return self.media is not None and self.media.paced_by_us

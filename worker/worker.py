@@ -16,7 +16,6 @@ Concurrency invariants:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from typing import Any
@@ -31,6 +30,7 @@ from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, unavailable
 from worker.events import Event, EventType
 from worker.locator import locate
+from worker.maintenance import Maintenance
 from worker.metrics import Registry
 from worker.outbox import Outbox
 from worker.pacer import Pacer
@@ -53,10 +53,6 @@ _GONE_EVENTS = {"ChannelDestroyed", "ChannelHangupRequest", "StasisEnd"}
 _BRIDGE_EVENTS = {"BridgeDestroyed", "ChannelLeftBridge"}
 #: How often a ConfBridge room is asked whether anyone but us is left (it has no events).
 CONFERENCE_POLL_S = 1.0
-RECLAIM_IDLE_MS = 60_000
-JANITOR_S = 2.0
-VOICES_REFRESH_S = 3600.0
-VOICES_TTL_S = 2 * 3600
 #: Commands waiting in one session's inbox; past this the session answers "busy".
 MAX_INBOX = 500
 #: Side tasks (locate, refusals) and finished-session runners at once; past this the
@@ -68,7 +64,6 @@ MAX_TRANSIENT_RUNNERS = 1000
 
 
 REDIS_OR_TIMEOUT: tuple[type[Exception], ...] = (*REDIS_OUTAGE, TimeoutError)
-REDIS_OR_ARI: tuple[type[Exception], ...] = (*REDIS_OUTAGE, *ARI_FAILURES)
 
 
 class Worker:
@@ -133,6 +128,9 @@ class Worker:
                 prefix=settings.redis_prefix,
             ),
         )
+        self.maintenance = Maintenance(
+            settings, store, self.recovery, engines, self._route, self._in_flight
+        )
         store.on_acked = self._in_flight.discard
         _describe(metrics)
 
@@ -157,10 +155,10 @@ class Worker:
         self.supervisor.start("replies", self.replies.run)
         self.supervisor.start("commands", self._read_commands)
         self.supervisor.start("heartbeat", self.presence.run)
-        self.supervisor.start("reclaim", self._reclaim)
-        self.supervisor.start("trim", self._trim)
-        self.supervisor.start("janitor", self._janitor)
-        self.supervisor.start("voices", self._publish_voices)
+        self.supervisor.start("reclaim", self.maintenance.reclaim)
+        self.supervisor.start("trim", self.maintenance.trim)
+        self.supervisor.start("janitor", self.maintenance.janitor)
+        self.supervisor.start("voices", self.maintenance.publish_voices)
         self.supervisor.start("conferences", self._watch_conferences)
         warm = asyncio.create_task(self.engines.warm_up(), name="warm-up")
         self._side.add(warm)
@@ -348,56 +346,6 @@ class Worker:
             error = unavailable(f"Asterisk did not answer ({type(exc).__name__})")
             body = {"ok": False, "command_id": command.command_id, "error": error.to_dict()}
         self.replies.answer(command.command_id, body, entry_id)
-
-    async def _reclaim(self) -> None:
-        """Entries left pending (a reply that could not be written, a lost task) are
-        processed again; the stored result makes that harmless."""
-        while True:
-            await asyncio.sleep(self.settings.maintenance_interval_s)
-            try:
-                for entry_id, fields in await self.store.stale_entries(RECLAIM_IDLE_MS):
-                    if entry_id not in self._in_flight:
-                        log.warning("reclaiming a pending command", extra={"entry_id": entry_id})
-                        self._route(entry_id, fields)
-            except REDIS_OUTAGE:
-                continue
-
-    async def _trim(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.maintenance_interval_s)
-            try:
-                await self.store.trim_commands()
-            except REDIS_OUTAGE:
-                continue
-            except ResponseError:  # no stream or group yet (Redis restarted empty)
-                continue
-
-    async def _janitor(self) -> None:
-        """Adopt what dead workers of this deployment left in this Asterisk."""
-        while True:
-            await asyncio.sleep(JANITOR_S)
-            try:
-                await self.recovery.sweep()
-            except REDIS_OR_ARI as exc:
-                log.debug("sweep skipped", extra={"error": type(exc).__name__})
-
-    async def _publish_voices(self) -> None:
-        """The cloud providers' own voice lists, for GET /speakings/voices (hourly)."""
-        while True:
-            for provider, engine in self.engines.engines().items():
-                list_voices = getattr(engine, "list_voices", None)
-                if list_voices is None:
-                    continue
-                try:
-                    voices = await list_voices()
-                    key = f"{self.settings.redis_prefix}:voices:{provider.value}"
-                    await self.store.redis.set(key, json.dumps(voices), ex=VOICES_TTL_S)
-                except Exception as exc:  # a provider's list is a nicety, never a failure
-                    log.info(
-                        "voice list not refreshed",
-                        extra={"provider": provider.value, "error": type(exc).__name__},
-                    )
-            await asyncio.sleep(VOICES_REFRESH_S)
 
     # -- ARI events -----------------------------------------------------------------------
 
