@@ -64,8 +64,11 @@ class SippProcess:
         self.error_log = workdir / f"{name}_errors.log"
         self.message_log = workdir / f"{name}_messages.log"
 
-    async def start(self, scenario: str, args: list[str], keys: dict[str, str]) -> None:
-        """Launch `sipp -sf scenarios/<scenario> ...`; returns once the process exists."""
+    async def start(
+        self, scenario: str, args: list[str], keys: dict[str, str], calls: int = 1
+    ) -> None:
+        """Launch `sipp -sf scenarios/<scenario> ...` for ``calls`` calls (then it exits);
+        returns once the process exists."""
         sipp = shutil.which("sipp") or "/usr/bin/sipp"
         cmd = [
             sipp,
@@ -74,7 +77,7 @@ class SippProcess:
             str(SCENARIOS / scenario),
             "-nostdin",
             "-m",
-            "1",
+            str(calls),
             "-trace_err",
             "-error_file",
             str(self.error_log),
