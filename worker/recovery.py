@@ -8,7 +8,11 @@ bridges removed. Two cases:
 * another worker of the same deployment beside the same Asterisk that died for good
   (a container recreated under a new worker id): the janitor notices its resources in
   Asterisk, checks that its lease lapsed, and adopts them. It runs periodically because
-  a lease lapses a few seconds after the death.
+  a lease lapses a few seconds after the death. Sessions such a worker left with
+  nothing in this Asterisk (its Asterisk restarted too, or it ran beside another one)
+  are stopped by whichever live worker of the deployment notices first: otherwise they
+  would stay ``active`` for good, and every command to them would wait for a reply
+  that never comes.
 
 Only resources whose tag (worker/resources.py) is known are touched: this worker's,
 or a dead worker's listed in this deployment's directory. Another deployment sharing
@@ -61,6 +65,12 @@ class Recovery:
             if orphan is not None:
                 doomed.append((kind, resource_id))
                 lost[orphan[0]] = orphan[1]
+        # A dead worker's sessions that left nothing here (its Asterisk restarted, or it
+        # ran beside another one) are lost too: their audio died with the process.
+        for tag, owner in dead.items():
+            if tag != self.tag:
+                for speaking_id in await self.store.live_sessions_of(owner):
+                    lost.setdefault(speaking_id, owner)
         for speaking_id, owner in lost.items():  # stopped first: none is left active
             await self._lose(speaking_id, owner)
         removed = 0

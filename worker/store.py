@@ -226,8 +226,11 @@ class Store:
         await self.redis.srem(self.keys.worker_sessions(worker_id), speaking_id)
 
     async def my_live_sessions(self) -> list[str]:
+        return await self.live_sessions_of(self.worker_id)
+
+    async def live_sessions_of(self, worker_id: str) -> list[str]:
         return sorted(
-            _s(m) for m in await self.redis.smembers(self.keys.worker_sessions(self.worker_id))
+            _s(m) for m in await self.redis.smembers(self.keys.worker_sessions(worker_id))
         )
 
     async def publish(self, events: list[Event]) -> None:

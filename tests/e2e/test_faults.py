@@ -10,6 +10,7 @@ Each test prints what it measured (recovery times) as ``FAULT <name> <seconds>``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,12 +24,12 @@ from redis.asyncio import Redis
 
 from tests.conftest import INSTANCE, asterisk_pid, frozen_asterisk, redis_ctl
 from tests.e2e.api_fixtures import CUSTOMER, OTHER, Api, start_api, stop_api
-from tests.e2e.conftest import CallFactory, create_fields
+from tests.e2e.conftest import CallFactory, create_fields, our_leftovers
 from tests.e2e.processes import PRIVATE_REDIS_PORT, PRIVATE_REDIS_URL, WorkerProcess
 from tests.e2e.test_api import wait_active
 from tests.e2e.test_call_path import LONG, say, start_session
 from tests.telephony.analysis import count_loud
-from tests.telephony.ari import Ari
+from tests.telephony.ari import Ari, AriError
 from tests.telephony.tcp_proxy import TcpProxy
 from worker.api.auth import KeyStore
 from worker.client import SpeakingClient
@@ -233,6 +234,29 @@ async def test_a_killed_worker_is_replaced_under_a_new_id(
         finally:
             assert await new.stop() == 0
     assert not new.errors(), new.errors()
+
+
+async def test_a_dead_workers_session_with_nothing_left_is_stopped_by_a_live_worker(
+    redis: Redis, call: CallFactory, ari: Ari, client: SpeakingClient, tmp_path: Path
+) -> None:
+    """A worker is SIGKILLed and everything its session had in Asterisk disappears too
+    (as when Asterisk restarts with it): the session worker of this run, which never
+    saw that session, stops it (worker_lost) once the dead worker's lease lapses, so the
+    record does not stay active with nobody to answer for it."""
+    old = WorkerProcess(f"gone-{uuid.uuid4().hex[:6]}", tmp_path / "gone.log")
+    await old.start()
+    dead = SpeakingClient(redis, old.worker_id)
+    async with call() as c:
+        speaking_id = await start_session(dead, c)
+        assert await old.stop(signal.SIGKILL) == -signal.SIGKILL
+        for resource in await our_leftovers(ari):  # what a restarted Asterisk would lose
+            with contextlib.suppress(AriError):
+                await ari.hangup(resource)
+            with contextlib.suppress(AriError):
+                await ari.request("DELETE", f"/bridges/{resource}")
+        stopped = await client.wait_event(speaking_id, "speaking_stopped", timeout_s=15)
+        assert stopped["reason"] == "worker_lost"
+        assert (await client.session(speaking_id))["status"] == "stopped"
 
 
 async def test_pending_commands_are_replayed_once_after_a_crash(
