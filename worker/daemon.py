@@ -54,6 +54,10 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
     return runner
 
 
+#: The longest a SIGTERM may take to end the worker (sessions get 10 s of it).
+SHUTDOWN_LIMIT_S = 16.0
+
+
 async def run(settings: Settings) -> int:
     # Timeouts: a frozen Redis must fail a call, not hang it (the command reader blocks
     # for 1 s at a time, well inside the read timeout).
@@ -76,7 +80,14 @@ async def run(settings: Settings) -> int:
         if await _start_unless_stopped(worker, stop):
             await stop.wait()
         log.info("worker shutting down")
-        await worker.shutdown()
+        try:
+            # Bounded: SIGTERM must end the process (what is left in Asterisk is swept
+            # by the next start); the log says which step overran.
+            async with asyncio.timeout(SHUTDOWN_LIMIT_S):
+                await worker.shutdown()
+        except TimeoutError:
+            log.error("shutdown overran; exiting anyway", extra={"step": worker.shutdown_step})
+            code = 1
     except WorkerIdInUse as exc:
         log.error("worker could not start", extra={"error": str(exc)})
         await worker.ari.close()

@@ -99,6 +99,7 @@ class Worker:
         self._room = asyncio.Event()  # set when a runner or side task ends
         self._ari_connections = 0
         self.ready = asyncio.Event()
+        self.shutdown_step = ""
         self.presence = Presence(
             store, self.instance, self._heartbeat_info, self.live_sessions, self._gauges
         )
@@ -167,8 +168,11 @@ class Worker:
         log.info("worker ready", extra={"worker_id": self.store.worker_id, "tag": self.tag})
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
-        """Stop reading commands, stop every session (reason shutdown), clean up."""
+        """Stop reading commands, stop every session (reason shutdown), clean up.
+        ``shutdown_step`` names the step under way (for a caller that bounds it)."""
+        self.shutdown_step = "readers"
         await self.supervisor.stop("commands", "reclaim", "janitor")
+        self.shutdown_step = "sessions"
         for runner in list(self.runners.values()):
             runner.post(Shutdown())
         if self._tasks:
@@ -176,9 +180,11 @@ class Worker:
             for task in pending:  # stuck on Asterisk: the next start sweeps what is left
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self.shutdown_step = "side tasks"
         for task in list(self._side):  # unanswered, so replayed by the next start
             task.cancel()
         await asyncio.gather(*self._side, return_exceptions=True)
+        self.shutdown_step = "replies"
         try:
             async with asyncio.timeout(3.0):  # Redis may be down: do not wait forever
                 await self.replies.drained()
@@ -188,14 +194,18 @@ class Worker:
                 "replies or events not written at shutdown",
                 extra={"replies": len(self.replies), "events": len(self.outbox)},
             )
+        self.shutdown_step = "loops"
         await self.supervisor.stop()
+        self.shutdown_step = "unregister"
         try:
             async with asyncio.timeout(2.0):
                 await self.store.unregister(self.instance)
         except REDIS_OR_TIMEOUT:
             pass
+        self.shutdown_step = "ari"
         await self.pacer.stop()
         await self.ari.close()
+        self.shutdown_step = "done"
         log.info("worker stopped", extra={"worker_id": self.store.worker_id})
 
     @property
