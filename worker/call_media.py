@@ -13,27 +13,16 @@ from dataclasses import dataclass, field
 from worker.ari import AriClient
 from worker.direction import Whisper
 from worker.errors import CommandError, ErrorCode, conflict
-from worker.external_media import ExternalMedia, SendsThroughExternalMedia
+from worker.external_media import ExternalMedia, ExternalMediaPath
 from worker.media_format import MediaFormat
-from worker.resources import (
-    ARI_FAILURES,
-    MEDIA,
-    SNOOP,
-    ChannelWaiters,
-    TeardownIncomplete,
-    destroy_all,
-)
+from worker.resources import ARI_FAILURES, MEDIA, SNOOP, ChannelWaiters
 
 SETUP_TIMEOUT_S = 5.0
 
 
 @dataclass
-class CallMedia(SendsThroughExternalMedia):
-    """One call session's resources; ``teardown`` removes all of it.
-
-    Invariant: each resource is recorded in ``channels``/``bridge`` *before* the request
-    that creates it, so a teardown after a failed or cancelled setup finds everything.
-    """
+class CallMedia(ExternalMediaPath):
+    """One call session's resources; ``teardown`` (ExternalMediaPath) removes all of it."""
 
     ari: AriClient
     waiters: ChannelWaiters
@@ -43,7 +32,7 @@ class CallMedia(SendsThroughExternalMedia):
     media: ExternalMedia | None = None
     channels: list[str] = field(default_factory=list)
     bridge: str | None = None
-    subscribed: bool = False
+    subscription: str | None = None
 
     @property
     def lock_id(self) -> str:
@@ -87,8 +76,8 @@ class CallMedia(SendsThroughExternalMedia):
     async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
         """Create snoop + external media + bridge; returns the format actually used.
         Raises ARI_FAILURES; the caller then always runs ``teardown``."""
-        self.subscribed = True
-        await self.ari.subscribe(f"channel:{self.target_channel}")
+        self.subscription = f"channel:{self.target_channel}"
+        await self.ari.subscribe(self.subscription)
         snoop_id, media_id = self.session_prefix + SNOOP, self.session_prefix + MEDIA
         snoop_in = self.waiters.expect("StasisStart", snoop_id)
         media_in = self.waiters.expect("StasisStart", media_id)
@@ -108,24 +97,6 @@ class CallMedia(SendsThroughExternalMedia):
         finally:
             self.waiters.forget("StasisStart", snoop_id)
             self.waiters.forget("StasisStart", media_id)
-
-    async def teardown(self) -> None:
-        """Remove every resource, keeping what could not be confirmed gone for the next
-        try. Safe to call again and after a partial setup.
-
-        Raises TeardownIncomplete while Asterisk has not confirmed all of it.
-        """
-        if self.media is not None:  # no more audio, whatever Asterisk says
-            await self.media.close()
-        self.channels, self.bridge = await destroy_all(
-            self.ari, self.waiters, self.channels, self.bridge
-        )
-        if self.channels or self.bridge is not None:
-            left = [*self.channels, *filter(None, [self.bridge])]
-            raise TeardownIncomplete(f"not confirmed gone: {', '.join(left)}")
-        if self.subscribed:
-            await self.ari.unsubscribe(f"channel:{self.target_channel}")
-            self.subscribed = False
 
 
 __all__ = ["ARI_FAILURES", "CallMedia"]

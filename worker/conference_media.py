@@ -30,15 +30,13 @@ from worker.conference import (
     refusal,
 )
 from worker.errors import CommandError
-from worker.external_media import ExternalMedia, SendsThroughExternalMedia
+from worker.external_media import ExternalMedia, ExternalMediaPath
 from worker.media_format import MediaFormat
 from worker.resources import (
     LOCAL,
     LOCAL_PEER,
     MEDIA,
     ChannelWaiters,
-    TeardownIncomplete,
-    destroy_all,
 )
 
 SETUP_TIMEOUT_S = 5.0
@@ -47,7 +45,7 @@ DEFAULT_CONTEXT = "speaking-confbridge"
 
 
 @dataclass
-class ConferenceMedia(SendsThroughExternalMedia):
+class ConferenceMedia(ExternalMediaPath):
     """One conference session's resources; ``teardown`` removes all of it.
 
     Invariant (as for calls): each resource is recorded before the request that creates
@@ -148,25 +146,12 @@ class ConferenceMedia(SendsThroughExternalMedia):
                 self.waiters.forget("StasisStart", channel_id)
 
     async def teardown(self) -> None:
-        """Remove every resource of ours (never the conference's own bridge). Safe to
-        call again and after a partial setup.
-
-        Raises TeardownIncomplete while Asterisk has not confirmed all of it.
-        """
-        if self.media is not None:
-            await self.media.close()
-        # The external media first (it leaves the conference at once), then the Local
-        # pair (hanging up ;1 ends ;2 too), then our bridge.
+        """Remove every resource of ours, never the conference's own bridge: the
+        external media first (it leaves the conference at once), then the Local pair
+        (hanging up ;1 ends ;2 too), then our bridge. Raises TeardownIncomplete while
+        Asterisk has not confirmed all of it."""
         self.channels.sort(key=lambda c: not c.endswith(MEDIA))
-        self.channels, self.bridge = await destroy_all(
-            self.ari, self.waiters, self.channels, self.bridge
-        )
-        if self.channels or self.bridge is not None:
-            left = [*self.channels, *filter(None, [self.bridge])]
-            raise TeardownIncomplete(f"not confirmed gone: {', '.join(left)}")
-        if self.subscription is not None:
-            await self.ari.unsubscribe(self.subscription)
-            self.subscription = None
+        await super().teardown()
 
 
 async def conference_owner(ari: AriClient, reference_id: str, variable: str) -> tuple[bool, str]:

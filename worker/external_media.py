@@ -17,6 +17,7 @@ from collections.abc import Callable
 from worker.ari import AriClient, AriError
 from worker.media_format import MediaFormat
 from worker.media_websocket import MediaWebsocket
+from worker.resources import ChannelWaiters, TeardownIncomplete, destroy_all
 from worker.rtp_socket import RtpSocket
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,21 @@ class ExternalMedia:
         )
 
 
-class SendsThroughExternalMedia:
-    """What a session's media path (call or conference) exposes of its external media
-    to the player: a subclass sets ``media`` during setup."""
+class ExternalMediaPath:
+    """What a session's media path (call or conference) shares: its audio goes out
+    through one external-media channel, and its resources are removed the same way.
 
+    Subclasses (dataclasses) hold the attributes below. Invariant: each resource is
+    recorded in ``channels``/``bridge`` (and ``subscription``) *before* the request that
+    creates it, so a teardown after a failed or cancelled setup finds everything.
+    """
+
+    ari: AriClient
+    waiters: ChannelWaiters
     media: ExternalMedia | None
+    channels: list[str]  # hung up in this order
+    bridge: str | None
+    subscription: str | None  # an event source of ours, dropped once all is gone
 
     @property
     def send(self) -> Callable[[bytes], None]:
@@ -107,3 +118,22 @@ class SendsThroughExternalMedia:
     @property
     def paced_by_us(self) -> bool:
         return self.media is not None and self.media.paced_by_us
+
+    async def teardown(self) -> None:
+        """Remove every resource of ours (channels, then our bridge), keeping what could
+        not be confirmed gone for the next try. Safe to call again and after a partial
+        setup.
+
+        Raises TeardownIncomplete while Asterisk has not confirmed all of it.
+        """
+        if self.media is not None:  # no more audio, whatever Asterisk says
+            await self.media.close()
+        self.channels, self.bridge = await destroy_all(
+            self.ari, self.waiters, self.channels, self.bridge
+        )
+        if self.channels or self.bridge is not None:
+            left = [*self.channels, *filter(None, [self.bridge])]
+            raise TeardownIncomplete(f"not confirmed gone: {', '.join(left)}")
+        if self.subscription is not None:
+            await self.ari.unsubscribe(self.subscription)
+            self.subscription = None
