@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from bench.latency import percentiles
 from tests.conftest import ARI_AUTH, ARI_URL, bring_up
+from tests.e2e.conftest import our_leftovers
 from tests.e2e.processes import REDIS_URL, SIP_PORT, WorkerProcess
 from tests.telephony.ari import Ari
 from tests.telephony.conference import Conference, ConferenceService, Kind
@@ -92,10 +93,7 @@ async def main() -> None:
                     await conf.join()
                 cycles = [await one_cycle(client, conf) for _ in range(args.runs)]
             results[kind] = {k: percentiles([c[k] for c in cycles]) for k in cycles[0]}
-        resources = [*await ari.channels(), *await ari.bridges()]
-        leftovers = [
-            str(r["id"]) for r in resources if str(r.get("id", "")).startswith("speaking-")
-        ]
+        leftovers = await our_leftovers(ari)
     finally:
         await service.close()
         await service.ari.close()
