@@ -69,6 +69,14 @@ class CountingStream:
             raise RuntimeError("tick failed")
 
 
+async def ticked(stream: CountingStream, count: int, within_s: float = 5.0) -> None:
+    """Until ``stream`` has ticked ``count`` times on the real clock (a busy machine may
+    delay ticks; a fixed sleep would then see too few)."""
+    async with asyncio.timeout(within_s):
+        while stream.ticks < count:  # noqa: ASYNC110
+            await asyncio.sleep(PERIOD)
+
+
 def expected_ticks(elapsed: float) -> int:
     return int(elapsed / PERIOD) + 1
 
@@ -91,7 +99,7 @@ async def test_pacer_ticks_streams_in_lockstep_and_stops_removed_ones() -> None:
 
         pacer.remove(b)
         frozen, a_before = b.ticks, a.ticks
-        await asyncio.sleep(0.1)
+        await ticked(a, a_before + 7)
         assert b.ticks == frozen
         assert a.ticks == c.ticks >= a_before + 7
         assert pacer.stream_count == 2
@@ -109,7 +117,7 @@ async def test_pacer_removes_a_stream_whose_tick_raises(caplog: pytest.LogCaptur
         with caplog.at_level(logging.ERROR, logger="worker.pacer"):
             for stream in (good, bad, other):
                 pacer.add(stream)
-            await asyncio.sleep(0.15)
+            await ticked(good, 10)
         assert bad.ticks == 3
         assert pacer.stream_count == 2
         assert good.ticks == other.ticks >= 10
