@@ -217,7 +217,7 @@ async def main() -> None:
                 reply = await client.reply(command_id, timeout_s=60)
                 code = "ok" if reply["ok"] else reply["error"]["code"]
                 outcomes[code] = outcomes.get(code, 0) + 1
-            twice = sum([await redis.llen(client.keys.reply(i)) for i in ids])
+            twice = sum([await redis.llen(client.keys.reply(client.worker_id, i)) for i in ids])
             result["stream"] = {
                 "flood_s": round(flood_s, 2),
                 "entries_per_s": round(args.says / flood_s),

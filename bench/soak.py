@@ -46,6 +46,7 @@ from tests.telephony.sipp import TwoLegCall, two_leg_call
 from tests.telephony.tcp_proxy import TcpProxy
 from worker.api.speakings import idempotent_command_id
 from worker.redis_retry import REDIS_OUTAGE, connect
+from worker.store import Keys
 
 RESULTS = Path(__file__).parent / "results" / "soak.json"
 SOAK_REDIS_PORT = 6412
@@ -248,16 +249,15 @@ async def settle_and_check(soak: Soak) -> dict[str, Any]:
     report["stale_locks"] = stale_locks
 
     streamed: list[str] = []
-    async for key in redis.scan_iter(match="speaking:commands:*"):
-        entries: Any = await redis.xrange(key)
-        for _entry_id, fields in entries:
-            if fields.get(b"type") != b"locate":
-                streamed.append(fields.get(b"command_id", b"").decode())
-        pending: Any = await redis.xpending(key, "speaking-workers")
-        report.setdefault("pending_entries", 0)
-        report["pending_entries"] += pending["pending"]
-    unanswered = [c for c in streamed if not await redis.exists(f"speaking:result:{c}")]
-    twice = [c for c in streamed if await redis.llen(f"speaking:reply:{c}") > 1]
+    keys, worker_id = Keys(), soak.worker.worker_id
+    entries: Any = await redis.xrange(keys.commands(worker_id))
+    for _entry_id, fields in entries:
+        if fields.get(b"type") != b"locate":
+            streamed.append(fields.get(b"command_id", b"").decode())
+    pending: Any = await redis.xpending(keys.commands(worker_id), "speaking-workers")
+    report["pending_entries"] = pending["pending"]
+    unanswered = [c for c in streamed if not await redis.exists(keys.result(worker_id, c))]
+    twice = [c for c in streamed if await redis.llen(keys.reply(worker_id, c)) > 1]
     report["commands"] = {
         "sent_through_api": len(soak.commands),
         "reached_a_worker": len(set(streamed)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -16,7 +17,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.redis_retry import REDIS_OUTAGE, backoff, unblocked_by_failover
 from worker.store import COMMANDS_MAXLEN, Keys
+
+log = logging.getLogger(__name__)
 
 
 class CommandTimeout(Exception):
@@ -53,7 +57,12 @@ class SpeakingClient:
         *,
         timeout_s: float = 10.0,
     ) -> dict[str, Any]:
-        """Append a command to the worker's stream and wait for its reply."""
+        """Append a command to the worker's stream and wait for its reply.
+
+        If Redis fails meanwhile (a restart, a Sentinel failover), the entry or its reply
+        may be gone with the old server, so the command is sent again, same id, until
+        ``timeout_s`` is spent: the worker applies it once and answers each delivery
+        (docs/redis-protocol.md). Raises CommandTimeout when no reply came in time."""
         command_id = fields.get("command_id") or str(uuid.uuid4())
         entry: Any = {
             **fields,
@@ -65,14 +74,37 @@ class SpeakingClient:
             "expires_at": str(int((time.time() + timeout_s) * 1000)),
         }
         stream = self.keys.commands(self.worker_id)
-        await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
-        return await self.reply(command_id, timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        attempt = 0
+        while True:
+            try:
+                await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
+                return await self._reply(command_id, max(0.1, deadline - loop.time()))
+            except Exception as exc:
+                if not isinstance(exc, REDIS_OUTAGE) and not unblocked_by_failover(exc):
+                    raise
+                attempt += 1
+                if attempt == 1:
+                    log.warning(
+                        "redis failed; sending the command again",
+                        extra={"command_id": command_id, "error": type(exc).__name__},
+                    )
+                if loop.time() + backoff(attempt) >= deadline:
+                    raise CommandTimeout(f"no reply to command {command_id}: Redis failed") from exc
+                await asyncio.sleep(backoff(attempt))
 
     async def reply(self, command_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Wait for the reply to a command sent earlier. Raises CommandTimeout."""
         try:
-            popped = await self._replies.blpop([self.keys.reply(command_id)], timeout=timeout_s)
+            return await self._reply(command_id, timeout_s)
         except RedisTimeoutError:  # the connection's own read timeout fired first
-            popped = None
+            raise CommandTimeout(f"no reply to command {command_id} within {timeout_s} s") from None
+
+    async def _reply(self, command_id: str, timeout_s: float) -> dict[str, Any]:
+        """Raises CommandTimeout, or a Redis error if the wait itself failed."""
+        key = self.keys.reply(self.worker_id, command_id)
+        popped = await self._replies.blpop([key], timeout=timeout_s)
         if popped is None:
             raise CommandTimeout(f"no reply to command {command_id} within {timeout_s} s")
         result: dict[str, Any] = json.loads(popped[1])

@@ -105,9 +105,12 @@ class Recovery:
         return dead
 
     async def _lose(self, speaking_id: str, owner: str) -> None:
-        """Mark a dead worker's session stopped (worker_lost) and free its call."""
+        """Mark a dead worker's session stopped (worker_lost) and free its call. A member
+        of the owner's set without a live record of the owner's (it died between the two
+        writes of Store.save) is only dropped from the set."""
         record = await self.store.load(speaking_id)
         if record is None or record.get("worker_id") != owner:
+            await self.store.forget_session(owner, speaking_id)
             return
         speaking = Speaking.from_fields(record)
         if speaking.status is not Status.STOPPED:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
@@ -23,11 +27,26 @@ T = TypeVar("T")
 REDIS_OUTAGE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (it asks the sentinels where the primary is, and again after a
+    failover) with the blocking pool's cap: a caller past ``max_connections`` waits."""
+
+
 def connect(url: str, max_connections: int, socket_timeout: float, wait_s: float = 2.0) -> Redis:
     """A Redis client with a capped pool (a caller waits ``wait_s`` for a free connection,
     then gets a ConnectionError) and timeouts, so a frozen Redis fails a call instead of
     hanging it. A command that meets a connection Redis closed (it restarted) is tried
-    once more on a fresh one; every other retry is the caller's, with its own backoff."""
+    once more on a fresh one; every other retry is the caller's, with its own backoff.
+
+    ``url`` is ``redis://``/``rediss://``/``unix://`` for one server,
+    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` for a primary
+    found through Sentinel, or ``redis+cluster://[:password@]host:port[,host:port...]`` for
+    a Redis Cluster (docs/scaling.md). Raises ValueError for a malformed URL."""
+    scheme = url.split("://", 1)[0]
+    if scheme == "redis+sentinel":
+        return _sentinel(url, max_connections, socket_timeout, wait_s)
+    if scheme == "redis+cluster":
+        return _cluster(url, max_connections, socket_timeout)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -38,6 +57,70 @@ def connect(url: str, max_connections: int, socket_timeout: float, wait_s: float
         retry_on_error=[RedisConnectionError],
     )
     return Redis(connection_pool=pool)
+
+
+def _nodes(url: str) -> tuple[list[tuple[str, int]], str | None, list[str]]:
+    """(host, port) pairs, password and path parts of a multi-host URL."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{parts.scheme} URL needs host:port[,host:port...], got {item!r}")
+        nodes.append((host, int(port)))
+    return nodes, password, [p for p in parts.path.split("/") if p]
+
+
+def _sentinel(url: str, max_connections: int, socket_timeout: float, wait_s: float) -> Redis:
+    nodes, password, path = _nodes(url)
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("redis+sentinel URL needs /<service name>[/<db>] after the hosts")
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0}
+    # The sentinels themselves are asked with the same timeouts; the primary's password,
+    # if any, is the URL's (the sentinels are assumed open on a trusted network).
+    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    return cast(
+        Redis,
+        sentinel.master_for(
+            path[0],
+            connection_pool_class=_BlockingSentinelPool,
+            max_connections=max_connections,
+            timeout=wait_s,
+            db=int(path[1]) if len(path) == 2 else 0,
+            password=password,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2.0,
+        ),
+    )
+
+
+def _cluster(url: str, max_connections: int, socket_timeout: float) -> Redis:
+    nodes, password, _path = _nodes(url)
+    # RedisCluster is not a Redis subclass but offers the same commands; every key the
+    # product uses maps to one slot per command and per transaction (worker/store.py
+    # Keys), so callers use it as one Redis. Its pool is per node: past max_connections
+    # a command fails with MaxConnectionsError (a ConnectionError: callers retry).
+    return cast(
+        Redis,
+        RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            password=password,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2.0,
+        ),
+    )
+
+
+def unblocked_by_failover(exc: Exception) -> bool:
+    """Whether a blocking command (BLPOP, XREADGROUP BLOCK) was cut short because its
+    server stopped being the primary (a Sentinel failover): Redis answers ``-UNBLOCKED``.
+    Treat it as an outage: retry on the new primary."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("UNBLOCKED")
 
 
 def backoff(attempt: int, first: float = 0.1, most: float = 1.0) -> float:

@@ -51,13 +51,21 @@ return 0
 
 
 class Keys:
-    """Every Redis key the product uses, in one place."""
+    """Every Redis key the product uses, in one place.
+
+    Redis Cluster: a transaction and a multi-key command must stay in one hash slot. The
+    only transaction over several keys is a worker's ``finish_commands`` (the command
+    stream, each command's result and reply), so those three carry the worker id as a
+    hash tag (``{...}``) and land in the worker's slot. Every other write touches one key
+    per command. Raises ValueError for a prefix with braces (it would become the tag)."""
 
     def __init__(self, prefix: str = "speaking") -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"the Redis key prefix may not contain braces, got {prefix!r}")
         self.prefix = prefix
 
     def commands(self, worker_id: str) -> str:
-        return f"{self.prefix}:commands:{worker_id}"
+        return f"{self.prefix}:commands:{{{worker_id}}}"
 
     def session(self, speaking_id: str) -> str:
         return f"{self.prefix}:session:{speaking_id}"
@@ -74,11 +82,11 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
-    def result(self, command_id: str) -> str:
-        return f"{self.prefix}:result:{command_id}"
+    def result(self, worker_id: str, command_id: str) -> str:
+        return f"{self.prefix}:result:{{{worker_id}}}:{command_id}"
 
-    def reply(self, command_id: str) -> str:
-        return f"{self.prefix}:reply:{command_id}"
+    def reply(self, worker_id: str, command_id: str) -> str:
+        return f"{self.prefix}:reply:{{{worker_id}}}:{command_id}"
 
     def events(self) -> str:
         return f"{self.prefix}:events"
@@ -162,7 +170,7 @@ class Store:
         await self.redis.xtrim(self._stream, minid=oldest, approximate=False)
 
     async def result_of(self, command_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.keys.result(command_id))
+        raw = await self.redis.get(self.keys.result(self.worker_id, command_id))
         return json.loads(raw) if raw else None
 
     async def finish_command(self, command_id: str, reply: dict[str, Any], entry_id: str) -> None:
@@ -176,9 +184,10 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             for command_id, reply, entry_id in batch:
                 body = json.dumps(reply, separators=(",", ":"))
-                pipe.set(self.keys.result(command_id), body, ex=RESULT_TTL_S)
-                pipe.lpush(self.keys.reply(command_id), body)
-                pipe.expire(self.keys.reply(command_id), REPLY_TTL_S)
+                reply_key = self.keys.reply(self.worker_id, command_id)
+                pipe.set(self.keys.result(self.worker_id, command_id), body, ex=RESULT_TTL_S)
+                pipe.lpush(reply_key, body)
+                pipe.expire(reply_key, REPLY_TTL_S)
                 pipe.xack(self._stream, GROUP, entry_id)
             await pipe.execute()
         for _command_id, _reply, entry_id in batch:
@@ -197,25 +206,36 @@ class Store:
 
     async def refresh_references(self, held: list[tuple[str, str]]) -> None:
         """Extend the locks (reference key, speaking id) our live sessions hold."""
+        # EVAL with the script's text, not EVALSHA: a cluster pipeline sends each call to
+        # the key's node, which may never have loaded the script.
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, speaking_id in held:
-                await self._refresh(keys=[key], args=[speaking_id, LOCK_TTL_MS], client=pipe)
+                pipe.eval(_REFRESH, 1, key, speaking_id, LOCK_TTL_MS)
             await pipe.execute()
 
     async def release_reference(self, reference_key: str, speaking_id: str) -> None:
         await self._release(keys=[reference_key], args=[speaking_id])
 
     async def save(self, speaking: Speaking, **extra: str) -> None:
+        """Write the session's record and keep the worker's set of live sessions in step.
+
+        The record and the set live in different hash slots (Redis Cluster), so they are
+        two writes, ordered so that a crash between them leaves the set a superset of the
+        live sessions, never missing one: a live session joins the set before its record
+        is written, a stopped one leaves it after. Recovery checks each member's record
+        (worker/recovery.py), so an extra member costs a lookup and nothing else."""
         key = self.keys.session(speaking.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            mapping: Any = {**speaking.to_fields(), "worker_id": self.worker_id, **extra}
-            pipe.hset(key, mapping=mapping)
-            if speaking.status is Status.STOPPED:
+        mapping: Any = {**speaking.to_fields(), "worker_id": self.worker_id, **extra}
+        live = self.keys.worker_sessions(self.worker_id)
+        if speaking.status is Status.STOPPED:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=mapping)
                 pipe.expire(key, STOPPED_SESSION_TTL_S)
-                pipe.srem(self.keys.worker_sessions(self.worker_id), speaking.id)
-            else:
-                pipe.sadd(self.keys.worker_sessions(self.worker_id), speaking.id)
-            await pipe.execute()
+                await pipe.execute()
+            await self.redis.srem(live, speaking.id)
+        else:
+            await self.redis.sadd(live, speaking.id)
+            await self.redis.hset(key, mapping=mapping)
 
     async def load(self, speaking_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.keys.session(speaking_id))

@@ -36,7 +36,12 @@ from worker.outbox import Outbox
 from worker.pacer import Pacer
 from worker.presence import Presence
 from worker.recovery import Recovery
-from worker.redis_retry import REDIS_OUTAGE, backoff, retry_through_outage
+from worker.redis_retry import (
+    REDIS_OUTAGE,
+    backoff,
+    retry_through_outage,
+    unblocked_by_failover,
+)
 from worker.replies import ReplyWriter
 from worker.resources import ARI_FAILURES, ChannelWaiters, resource_tag
 from worker.runner import Inbound, SessionRunner, SessionServices
@@ -228,6 +233,10 @@ class Worker:
                 entries = await self.store.read_commands(pending=pending)
                 attempt = 0
             except ResponseError as exc:
+                if unblocked_by_failover(exc):  # a new primary: what it holds comes first
+                    pending = True
+                    await asyncio.sleep(backoff(1))
+                    continue
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("command group missing (Redis restarted empty?); recreating it")

@@ -23,7 +23,7 @@ from tests.e2e.conftest import CallFactory
 from tests.e2e.processes import PRIVATE_REDIS_URL, WorkerProcess
 from tests.e2e.test_api import create, wait_active
 from tests.e2e.test_call_path import LONG
-from worker.store import LOCK_TTL_MS
+from worker.store import LOCK_TTL_MS, Keys
 
 pytestmark = pytest.mark.e2e
 
@@ -147,7 +147,7 @@ async def test_call_locks_expire_unless_refreshed_and_the_command_stream_is_trim
             assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/flush"))[0] == 200
         assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/stop"))[0] == 200
         assert await private_redis.get(lock) is None
-    stream = f"speaking:commands:{worker.worker_id}"
+    stream = Keys().commands(worker.worker_id)
     async with asyncio.timeout(10):
         # Polls: trimming is periodic (every second here) and announces nothing.
         while await private_redis.xlen(stream) > 1:  # noqa: ASYNC110

@@ -291,7 +291,7 @@ async def test_pending_commands_are_replayed_once_after_a_crash(
             stopped = await client.wait_event(speaking_id, "speaking_stopped")
             assert stopped["reason"] == "worker_lost"
             await _until_pending(redis, client, worker_id, 0)
-            assert await redis.llen(client.keys.reply(stop_id)) == 0  # answered once
+            assert await redis.llen(client.keys.reply(worker_id, stop_id)) == 0  # answered once
         finally:
             assert await restarted.stop() == 0
 

@@ -19,6 +19,7 @@ from tests.e2e.processes import WorkerProcess
 from tests.e2e.test_api import create, sse_until, wait_active
 from tests.telephony.analysis import count_loud
 from tests.telephony.ari import Ari
+from worker.store import Keys
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +55,21 @@ async def test_commands_reach_the_worker_beside_the_call(
     redis: Redis,
     call: CallFactory,
 ) -> None:
+    await speak_on_both_machines(api, redis, worker, second_worker, call)
+
+
+async def speak_on_both_machines(
+    api: Api, redis: Redis, worker: WorkerProcess, second_worker: WorkerProcess, call: CallFactory
+) -> None:
+    """A call on each machine, a session on each through the one API: each is owned by
+    the worker beside its call, speaks there, and only that call's caller hears it.
+    (Also run on a Redis Cluster: tests/e2e/test_redis_topologies.py.)"""
     async with call() as here, call(sip_port=SECOND_SIP, ari_url=SECOND_ARI) as there:
         first = await create(api, here, direction="in")
         second = await create(api, there, direction="in")
         owners = {}
         for sid in (first["id"], second["id"]):
-            raw = await redis.hget(f"speaking:session:{sid}", "worker_id")
+            raw = await redis.hget(Keys().session(sid), "worker_id")
             owners[sid] = raw.decode() if isinstance(raw, bytes) else str(raw)
         assert owners == {first["id"]: worker.worker_id, second["id"]: second_worker.worker_id}
         for speaking in (first, second):

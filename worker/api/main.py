@@ -13,7 +13,6 @@ import logging
 import signal
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from worker import logs
 from worker.api.app import make_app
@@ -21,6 +20,7 @@ from worker.api.auth import KeyStore
 from worker.api.pools import RedisPools
 from worker.api.settings import ApiSettings
 from worker.commands import is_id
+from worker.redis_retry import connect
 
 log = logging.getLogger("worker.api")
 
@@ -41,7 +41,7 @@ async def serve(settings: ApiSettings) -> None:
 
 
 async def manage_keys(settings: ApiSettings, args: argparse.Namespace) -> None:
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url, 2, 5.0)
     store = KeyStore(redis, settings.redis_prefix)
     if args.command == "add-key":
         print(await store.add(args.customer))

@@ -1,0 +1,56 @@
+"""The key layout fits a Redis Cluster, and the Redis URLs the product accepts."""
+
+from __future__ import annotations
+
+import pytest
+from redis.crc import key_slot
+
+from worker.redis_retry import connect
+from worker.store import Keys
+
+
+@pytest.mark.parametrize("worker_id", ["pbx-1", "b-3f2a9c", "host.example.com", "w"])
+def test_a_workers_transaction_keys_share_one_hash_slot(worker_id: str) -> None:
+    """finish_commands writes the stream, the result and the reply in one MULTI."""
+    keys = Keys()
+    slots = {
+        key_slot(keys.commands(worker_id).encode()),
+        key_slot(keys.result(worker_id, "cmd-1").encode()),
+        key_slot(keys.reply(worker_id, "cmd-2").encode()),
+    }
+    assert len(slots) == 1
+
+
+def test_different_workers_spread_over_slots() -> None:
+    keys = Keys()
+    slots = {key_slot(keys.commands(f"worker-{n}").encode()) for n in range(50)}
+    assert len(slots) > 40
+
+
+def test_a_prefix_with_braces_is_refused() -> None:
+    with pytest.raises(ValueError, match="braces"):
+        Keys("speaking{x}")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://127.0.0.1:26379", "service name"),
+        ("redis+sentinel://127.0.0.1:26379/speaking/x", "service name"),
+        ("redis+sentinel://127.0.0.1/speaking", "host:port"),
+        ("redis+cluster://127.0.0.1:7000,nohost", "host:port"),
+    ],
+)
+def test_malformed_distributed_urls_say_what_is_expected(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        connect(url, 4, 1.0)
+
+
+async def test_urls_of_each_kind_make_a_client_without_connecting() -> None:
+    for url in (
+        "redis://127.0.0.1:1/0",
+        "redis+sentinel://:secret@127.0.0.1:1,127.0.0.1:2/speaking/2",
+        "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+    ):
+        client = connect(url, 4, 1.0)
+        await client.aclose()
