@@ -35,6 +35,9 @@ Json = dict[str, Any]
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 
+#: Concurrent ARI requests at most; more wait for a free connection.
+ARI_CONNECTIONS = 100
+
 
 class AriState(enum.StrEnum):
     """The events connection, as ``/healthz`` reports it."""
@@ -78,6 +81,9 @@ class AriClient:
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(
+            # A pool of keep-alive connections shared by every session's requests (each
+            # new one costs Asterisk a TCP handshake and an HTTP thread).
+            connector=aiohttp.TCPConnector(limit=ARI_CONNECTIONS),
             headers={"Authorization": self._auth},
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         )
@@ -119,6 +125,8 @@ class AriClient:
             raise
 
     async def get_variable(self, channel_id: str, variable: str) -> str | None:
+        """A channel variable or function; None if the channel does not exist. Cheaper
+        when ari.conf lists it in ``channelvars``: see channel_var."""
         try:
             reply = await self.request(
                 "GET", f"/channels/{quote(channel_id, safe='')}/variable", variable=variable
@@ -332,3 +340,18 @@ class AriClient:
             self._on_event(event)
         except Exception:
             log.exception("ari event handler failed", extra={"event_type": event.get("type")})
+
+
+#: The call's codec(s), which decide 8 or 16 kHz (worker/media_format.py).
+NATIVE_FORMATS = "CHANNEL(audionativeformat)"
+
+
+def channel_var(channel: Json | None, name: str) -> str | None:
+    """``name`` as the channel's JSON carries it, or None if it does not. Asterisk puts
+    the variables and functions ari.conf lists in ``channelvars`` into every channel
+    snapshot (asterisk-config/ari.conf lists the owner variable and NATIVE_FORMATS), so
+    a locate or a create reads them with the channel instead of one request each."""
+    values = channel.get("channelvars") if channel else None
+    if isinstance(values, dict) and name in values:
+        return str(values[name])
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from worker.ari import AriClient
+from worker.ari import NATIVE_FORMATS, AriClient, channel_var
 from worker.direction import Whisper
 from worker.errors import CommandError, ErrorCode, conflict
 from worker.external_media import ExternalMedia, ExternalMediaPath
@@ -33,6 +33,8 @@ class CallMedia(ExternalMediaPath):
     channels: list[str] = field(default_factory=list)
     bridge: str | None = None
     subscription: str | None = None
+    #: The call's channel as ``check`` found it (its ``channelvars`` may save a request).
+    snapshot: dict[str, object] | None = None
 
     @property
     def lock_id(self) -> str:
@@ -50,7 +52,7 @@ class CallMedia(ExternalMediaPath):
     async def check(self) -> CommandError | None:
         """Why this call cannot take speech now (absent, not answered), or None.
         Raises ARI_FAILURES if Asterisk does not answer."""
-        channel = await self.ari.get_channel(self.target_channel)
+        channel = self.snapshot = await self.ari.get_channel(self.target_channel)
         if channel is None:
             return CommandError(
                 ErrorCode.NOT_FOUND, f"call {self.target_channel} does not exist here"
@@ -64,7 +66,10 @@ class CallMedia(ExternalMediaPath):
         return None
 
     async def native_formats(self) -> str:
-        return await self.ari.get_variable(self.target_channel, "CHANNEL(audionativeformat)") or ""
+        known = channel_var(self.snapshot, NATIVE_FORMATS)
+        if known is not None:
+            return known
+        return await self.ari.get_variable(self.target_channel, NATIVE_FORMATS) or ""
 
     async def gone(self) -> bool:
         """Whether the call or one of our channels vanished (checked after a reconnect)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.ari import AriClient
+from worker.ari import AriClient, channel_var
 from worker.commands import Locate
 from worker.conference_media import conference_owner
 from worker.model import ReferenceType
@@ -25,7 +25,10 @@ async def locate(
     channel = await ari.get_channel(command.reference_id)
     owner = ""
     if channel is not None and owner_variable:
-        owner = await ari.get_variable(command.reference_id, owner_variable) or ""
+        known = channel_var(channel, owner_variable)
+        if known is None:  # not among ari.conf's channelvars: one more request
+            known = await ari.get_variable(command.reference_id, owner_variable)
+        owner = known or ""
     return {
         "found": channel is not None,
         "state": str(channel.get("state", "")) if channel else "",

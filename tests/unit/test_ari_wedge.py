@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from tests.telephony.ari import Ari, AsteriskWedged
-from worker.ari import AriClient, AriState
+from worker.ari import NATIVE_FORMATS, AriClient, AriState, channel_var
 
 AUTH = ("speaking", "secret")
 
@@ -104,3 +104,13 @@ async def test_worker_reports_an_unreachable_asterisk_as_down() -> None:
         assert client.state is AriState.DOWN
     finally:
         await client.close()
+
+
+def test_channel_vars_come_from_the_snapshot_when_listed() -> None:
+    """ari.conf's channelvars save a request per variable; absent ones say so (None)."""
+    channel = {"id": "c1", "channelvars": {"SPEAKING_CUSTOMER_ID": "cust-1", NATIVE_FORMATS: ""}}
+    assert channel_var(channel, "SPEAKING_CUSTOMER_ID") == "cust-1"
+    assert channel_var(channel, NATIVE_FORMATS) == ""
+    assert channel_var(channel, "OTHER") is None
+    assert channel_var({"id": "c1"}, "SPEAKING_CUSTOMER_ID") is None
+    assert channel_var(None, "SPEAKING_CUSTOMER_ID") is None
