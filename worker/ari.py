@@ -8,10 +8,13 @@ The websocket reconnects with exponential backoff; ``on_connect`` runs after
 each (re)connection so the owner can resynchronise.
 
 The app never subscribes to everything (``subscribeAll``): closing such an app's
-websocket can deadlock Asterisk's ARI (asterisk/asterisk#2170, docs/media.md). The
-worker subscribes per channel instead. A connect that times out while REST still
-answers is that deadlock: the client reports it (``state`` is ``wedged``) and keeps
-retrying, since only an Asterisk restart clears it.
+websocket can deadlock Asterisk's ARI (asterisk/asterisk#2170, docs/media.md), through
+its device-state subscriptions. It subscribes to all *channels* (``channel:``), which
+feeds the ChannelDirectory (worker/channel_directory.py), and to bridges one by one.
+(60 connect/subscribe-all-channels/close cycles in a row left 22.10 answering.) A
+connect that times out while REST still answers is that deadlock: the client reports
+it (``state`` is ``wedged``) and keeps retrying, since only an Asterisk restart clears
+it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from worker.channel_directory import ChannelDirectory
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,8 @@ class AriClient:
         self.connected = asyncio.Event()
         self.state = AriState.CONNECTING
         self.reconnects = 0
+        #: Every channel of this Asterisk, kept from events (see ``channel``).
+        self.directory = ChannelDirectory()
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(
@@ -123,6 +130,15 @@ class AriClient:
             if exc.status == 404:
                 return None
             raise
+
+    async def channel(self, channel_id: str) -> Json | None:
+        """The channel as the directory knows it (no request), or from Asterisk while the
+        directory cannot say (the events connection is down or not yet seeded). Its JSON
+        has ``id``, ``name``, ``state`` and ``channelvars``. Raises ARI failures."""
+        known, channel = self.directory.lookup(channel_id, self.reconnects)
+        if known and self.connected.is_set():
+            return channel
+        return await self.get_channel(channel_id)
 
     async def get_variable(self, channel_id: str, variable: str) -> str | None:
         """A channel variable or function; None if the channel does not exist. Cheaper
@@ -309,6 +325,7 @@ class AriClient:
         """Read one connection's events until it closes."""
         async with ws:
             try:
+                await self._seed_directory()
                 self.state = AriState.CONNECTED
                 self.connected.set()
                 log.info("ari events connected", extra={"app": self.app})
@@ -328,7 +345,18 @@ class AriClient:
                 log.exception("ari events handler failed")
             finally:
                 self.connected.clear()
+                self.directory.forget()
                 self.state = AriState.CONNECTING
+
+    async def _seed_directory(self) -> None:
+        """Subscribe to all channels, then list them: events of this connection are read
+        only after this returns, so the ones that came meanwhile apply on top of the
+        listing. Without it (Asterisk refused) lookups fall back to requests."""
+        try:
+            await self.subscribe("channel:")
+            self.directory.seed(await self.list_channels(), self.reconnects)
+        except (AriError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("channel directory unavailable", extra={"error": type(exc).__name__})
 
     def _dispatch(self, raw: str) -> None:
         try:
@@ -336,6 +364,7 @@ class AriClient:
         except ValueError:
             log.warning("ari sent a non-JSON event")
             return
+        self.directory.apply(event)
         try:
             self._on_event(event)
         except Exception:

@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.ari import AriClient
 from worker.conference import (
@@ -30,7 +32,7 @@ from worker.conference import (
     refusal,
 )
 from worker.errors import CommandError
-from worker.external_media import ExternalMedia, ExternalMediaPath
+from worker.external_media import ExternalMedia, ExternalMediaPath, all_settled
 from worker.media_format import MediaFormat
 from worker.resources import (
     LOCAL,
@@ -113,32 +115,37 @@ class ConferenceMedia(ExternalMediaPath):
         media_id, local_id = prefix + MEDIA, prefix + LOCAL
         expected = [media_id] if conference.kind is ConferenceKind.ARI else [local_id, media_id]
         arrivals = [self.waiters.expect("StasisStart", c) for c in expected]
-        try:
-            if conference.kind is ConferenceKind.ARI:
-                self.subscription = f"bridge:{conference.bridge_id}"
-                await self.ari.subscribe(self.subscription)
-            else:
-                self.channels += [local_id, prefix + LOCAL_PEER]
-                # Only our own format: a Local channel offered everything runs at
-                # slin192, and the 8 kHz -> 192 kHz -> 8 kHz path through it cost CPU and
-                # halved the speech's amplitude (-6 dB measured on 22.10).
-                await self.ari.originate(
+        # Every resource is recorded before its request (ExternalMediaPath's invariant);
+        # the creating requests are independent and go at once (as in call_media.py).
+        self.channels.append(media_id)
+        self.media = ExternalMedia(self.ari, media_id)
+        requests: list[Awaitable[Any]] = [self.media.open(fmt, rtp_host)]
+        if conference.kind is ConferenceKind.ARI:
+            self.subscription = f"bridge:{conference.bridge_id}"
+            requests.append(self.ari.subscribe(self.subscription))
+        else:
+            self.channels += [local_id, prefix + LOCAL_PEER]
+            self.bridge = prefix
+            # Only our own format: a Local channel offered everything runs at slin192,
+            # and the 8 kHz -> 192 kHz -> 8 kHz path through it cost CPU and halved the
+            # speech's amplitude (-6 dB measured on 22.10).
+            requests.append(
+                self.ari.originate(
                     f"Local/{conference.name}@{self.context}/n",
                     local_id,
                     prefix + LOCAL_PEER,
                     formats=fmt.asterisk_name,
                 )
-            self.channels.append(media_id)
-            self.media = ExternalMedia(self.ari, media_id)
-            fmt = await self.media.open(fmt, rtp_host)
+            )
+            requests.append(self.ari.create_bridge(prefix, name=prefix))
+        try:
+            fmt = (await all_settled(*requests))[0]
             async with asyncio.timeout(SETUP_TIMEOUT_S):
                 await asyncio.gather(*arrivals)
                 await self.media.started()
             if conference.kind is ConferenceKind.ARI:
                 await self.ari.add_to_bridge(conference.bridge_id, media_id)
             else:
-                self.bridge = prefix
-                await self.ari.create_bridge(prefix, name=prefix)
                 await self.ari.add_to_bridge(prefix, local_id, media_id)
             return fmt
         finally:

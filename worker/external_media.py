@@ -11,8 +11,10 @@ worker reads it only to keep the transport alive and never sends any of it back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from worker.ari import AriClient, AriError
 from worker.media_format import MediaFormat
@@ -92,6 +94,17 @@ class ExternalMedia:
         self.websocket = await MediaWebsocket.connect(
             self.ari.http, self.ari.base_url, connection_id
         )
+
+
+async def all_settled(*requests: Awaitable[Any]) -> list[Any]:
+    """Run ``requests`` concurrently and return their results in order, but only once
+    every one has finished: a request still in flight when setup gives up could create a
+    resource after the teardown looked (a leak). Raises the first failure, after all."""
+    results = await asyncio.gather(*requests, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 class ExternalMediaPath:

@@ -22,7 +22,7 @@ async def locate(
     if command.reference_type is ReferenceType.CONFBRIDGE:
         found, owner = await conference_owner(ari, command.reference_id, owner_variable)
         return {"found": found, "state": "", "owner": owner, "providers": providers}
-    channel = await ari.get_channel(command.reference_id)
+    channel = await ari.channel(command.reference_id)
     owner = ""
     if channel is not None and owner_variable:
         known = channel_var(channel, owner_variable)
