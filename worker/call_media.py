@@ -78,7 +78,7 @@ class CallMedia(ExternalMediaPath):
                 return True
         return False
 
-    async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
+    async def setup(self, fmt: MediaFormat, rtp_host: str, websocket: bool) -> MediaFormat:
         """Create snoop + external media + bridge; returns the format actually used.
         Raises ARI_FAILURES; the caller then always runs ``teardown``.
 
@@ -97,7 +97,7 @@ class CallMedia(ExternalMediaPath):
             results = await all_settled(
                 self.ari.subscribe(self.subscription),
                 self.ari.snoop(self.target_channel, snoop_id, self.whisper.value),
-                self.media.open(fmt, rtp_host),
+                self.media.open(fmt, rtp_host, websocket),
                 self.ari.create_bridge(self.bridge, name=self.session_prefix),
             )
             fmt = results[2]

@@ -106,7 +106,7 @@ class ConferenceMedia(ExternalMediaPath):
             return parties is None or not parties.isdigit() or int(parties) <= 1  # ours only
         return over(await self.ari.get_bridge(conference.bridge_id))
 
-    async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
+    async def setup(self, fmt: MediaFormat, rtp_host: str, websocket: bool) -> MediaFormat:
         """Join the conference; returns the format actually used. Raises ARI failures;
         the caller then always runs ``teardown``."""
         conference = self.conference
@@ -119,7 +119,7 @@ class ConferenceMedia(ExternalMediaPath):
         # the creating requests are independent and go at once (as in call_media.py).
         self.channels.append(media_id)
         self.media = ExternalMedia(self.ari, media_id)
-        requests: list[Awaitable[Any]] = [self.media.open(fmt, rtp_host)]
+        requests: list[Awaitable[Any]] = [self.media.open(fmt, rtp_host, websocket)]
         if conference.kind is ConferenceKind.ARI:
             self.subscription = f"bridge:{conference.bridge_id}"
             requests.append(self.ari.subscribe(self.subscription))

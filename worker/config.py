@@ -33,6 +33,9 @@ class Settings:
     confbridge_context: str = "speaking-confbridge"
     #: Serve wideband calls slin16 over chan_websocket ("1"); "0" sends mu-law over RTP.
     wideband_websocket: bool = True
+    #: Serve narrowband calls mu-law over chan_websocket too ("1"), instead of RTP ("0");
+    #: the numbers behind the default are in docs/scaling.md.
+    narrowband_websocket: bool = False
     #: Prefer the fast espeak-ng voice over piper for the offline provider's default.
     offline_default_voice: str = "en_US-joe-medium"
     #: Initiating/active sessions at once; a create past it is refused ``unavailable``.

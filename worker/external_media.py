@@ -38,10 +38,11 @@ class ExternalMedia:
         self.rtp: RtpSocket | None = None
         self.websocket: MediaWebsocket | None = None
 
-    async def open(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
-        """Create the channel; returns the format used: slin16 falls back to mu-law
-        over RTP where this Asterisk has no chan_websocket."""
-        if fmt is MediaFormat.SLIN16:
+    async def open(self, fmt: MediaFormat, rtp_host: str, websocket: bool) -> MediaFormat:
+        """Create the channel, over chan_websocket if ``websocket`` (slin16 always is),
+        else RTP; returns the format used: where this Asterisk has no chan_websocket it
+        falls back to mu-law over RTP."""
+        if websocket or fmt is MediaFormat.SLIN16:
             try:
                 await self._open_websocket(fmt)
                 return fmt

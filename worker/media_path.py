@@ -42,8 +42,9 @@ class MediaPath(Protocol):
         """Whether the reference ended or our way into it was cut (polled, and checked
         after a reconnect of the events websocket)."""
 
-    async def setup(self, fmt: MediaFormat, rtp_host: str) -> MediaFormat:
-        """Create what carries the audio; returns the format actually used."""
+    async def setup(self, fmt: MediaFormat, rtp_host: str, websocket: bool) -> MediaFormat:
+        """Create what carries the audio (over chan_websocket if ``websocket``, else RTP
+        from ``rtp_host``); returns the format actually used."""
 
     @property
     def send(self) -> Callable[[bytes], None]:

@@ -114,6 +114,8 @@ class SessionServices:
     resource_tag: str
     rtp_host: str
     wideband_websocket: bool
+    #: Narrowband (mu-law) sessions over chan_websocket too, instead of RTP.
+    narrowband_websocket: bool
     limits: Limits
     #: Why a new session cannot be admitted now (capacity), or None.
     admit: Callable[[], CommandError | None]
@@ -400,7 +402,8 @@ class SessionRunner:
             # Both or neither: if one fails the other is cancelled, and teardown removes
             # whatever the media setup had created.
             async with asyncio.TaskGroup() as group:
-                setup = group.create_task(self.media.setup(fmt, services.rtp_host))
+                websocket = services.narrowband_websocket or fmt is MediaFormat.SLIN16
+                setup = group.create_task(self.media.setup(fmt, services.rtp_host, websocket))
                 group.create_task(self._syntheses[0].prepare())
             for fallback in self._syntheses[1:]:  # best effort: tried only if needed
                 with contextlib.suppress(Exception):

@@ -123,6 +123,7 @@ class Worker:
             resource_tag=self.tag,
             rtp_host=settings.rtp_host,
             wideband_websocket=settings.wideband_websocket,
+            narrowband_websocket=settings.narrowband_websocket,
             limits=Limits(settings.max_queued_says, settings.max_queued_chars),
             admit=self._admit,
             confbridge_context=settings.confbridge_context,

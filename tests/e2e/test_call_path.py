@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from redis.asyncio import Redis
 
 from tests.e2e.conftest import CallFactory, create_fields
+from tests.e2e.processes import WorkerProcess
 from tests.telephony.analysis import count_loud, write_wav
+from tests.telephony.ari import Ari
 from tests.telephony.sipp import TwoLegCall
 from worker.client import SpeakingClient
 
@@ -189,3 +192,32 @@ def _seconds(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+async def test_narrowband_over_chan_websocket(
+    redis: Redis, ari: Ari, call: CallFactory, tmp_path: Path
+) -> None:
+    """SPEAKING_NARROWBAND_WEBSOCKET=1: a mu-law call is served mu-law over
+    chan_websocket (Asterisk paces it) instead of RTP; the caller hears the sentence as
+    over RTP, in 160-byte PT 0 frames, and the callee hears nothing."""
+    worker = WorkerProcess(
+        f"nb-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log", SPEAKING_NARROWBAND_WEBSOCKET="1"
+    )
+    await worker.start()
+    client = SpeakingClient(redis, worker.worker_id)
+    try:
+        async with call() as c:
+            speaking_id = await start_session(client, c, direction="in")
+            media = [ch for ch in await ari.channels() if ch["id"].endswith(f"{speaking_id}-media")]
+            assert [str(ch["name"]).split("/")[0] for ch in media] == ["WebSocket"], media
+            started = await client.wait_event(speaking_id, "speaking_started")
+            assert started["media_format"] == "ulaw"
+            segment = await say(client, speaking_id, HELLO)
+            await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
+            await stop(client, speaking_id)
+    finally:
+        assert await worker.stop() == 0, worker.tail()
+    caller = c.received("caller")
+    assert {p.payload_type for p in caller} == {0} and {len(p.payload) for p in caller} == {160}
+    assert count_loud(caller) > 50  # about 3.4 s of speech, as over RTP
+    assert count_loud(c.received("callee")) == 0
