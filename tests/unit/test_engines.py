@@ -24,6 +24,7 @@ from worker.engines.base import UnsupportedVoice, Voice
 from worker.engines.espeak import EspeakEngine
 from worker.engines.piper import VOICE_ID, PiperEngine
 from worker.engines.threaded import Emit, iterate_generator_in_thread, iterate_in_thread
+from worker.segmentation import split_sentences
 
 ONE = "Good morning, and thank you for calling."
 THREE = (
@@ -214,6 +215,24 @@ async def test_espeak_concurrent_sessions_do_not_mix(espeak: EspeakEngine) -> No
 @pytest.mark.parametrize("how", ["aclose", "cancel"])
 async def test_espeak_stops_promptly_and_stays_usable(espeak: EspeakEngine, how: str) -> None:
     await stop_early_then_reuse(espeak, espeak.resolve_voice("en-US", ""), how, bound=0.02)
+
+
+async def test_espeak_a_stream_not_being_read_does_not_hold_up_the_others(
+    espeak: EspeakEngine,
+) -> None:
+    # The longest piece a session asks for: one sentence of about 280 characters (~18 s).
+    piece = ", ".join(["please stay on the line while we connect you"] * 6) + "."
+    assert split_sentences(piece) == [piece]
+    voice = espeak.resolve_voice("en-US", "")
+    stalled = espeak.synthesize(piece, voice)
+    await anext(stalled)  # its session's Playout is full: it reads nothing more for now
+    try:
+        # Alone this takes a few ms; behind a blocked espeak thread it would never start.
+        async with asyncio.timeout(2):
+            other = await collect(espeak.synthesize(ONE, voice))
+        assert_speech(pcm(other), espeak.sample_rate(voice), min_seconds=1.0)
+    finally:
+        await stalled.aclose()
 
 
 async def test_espeak_does_not_block_the_loop(espeak: EspeakEngine) -> None:

@@ -30,6 +30,13 @@ _CHARS_UTF8 = 1  # plain UTF-8 text: no SSML, no [[phoneme]] input
 _POS_CHARACTER = 1
 _EE_OK = 0
 _BUFFER_MS = 60  # audio per synth callback: the streaming chunk size
+#: Chunks a stream may hold that its consumer has not read yet: 1,024 x 60 ms = 61 s of
+#: audio (2.7 MB), more than a whole piece of text (at most 300 characters, about 20 s of
+#: English). The one espeak thread serves every session, so it must never wait on one
+#: session's back-pressure (its Playout full: 3 s ahead): that held up every other
+#: espeak session behind it (1.7 s first audio, gaps; measured by bench.offline_capacity).
+#: espeak synthesizes ~500x real time, so a piece is buffered whole in milliseconds.
+MAX_PENDING_CHUNKS = 1024
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
@@ -186,7 +193,7 @@ class EspeakEngine:
 
     name = "espeak"
 
-    def __init__(self, *, max_pending: int = 16) -> None:
+    def __init__(self, *, max_pending: int = MAX_PENDING_CHUNKS) -> None:
         self._runtime = _get_runtime()
         self._max_pending = max_pending
 
