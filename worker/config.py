@@ -40,6 +40,15 @@ class Settings:
     offline_default_voice: str = "en_US-joe-medium"
     #: Initiating/active sessions at once; a create past it is refused ``unavailable``.
     max_sessions: int = 500
+    #: Sessions of each offline voice family at once (0 = unbounded): past what this box
+    #: synthesizes in real time every one of them hears gaps, so a create past it is
+    #: refused ``unavailable`` (worker/admission.py). Defaults from
+    #: ``python -m bench.offline_capacity`` on a 2-core box (bench/README.md): all
+    #: sessions kept real time up to piper 5-7 and espeak-ng 191-256 over three runs
+    #: (alone, and beside one core kept busy as Asterisk's share); each default is the
+    #: lowest of them less about 20% for the run-to-run noise. Scale them with the cores.
+    offline_piper_sessions: int = 4
+    offline_espeak_sessions: int = 150
     #: Says queued or playing per session, and their characters; past it ``limit_exceeded``.
     max_queued_says: int = 50
     max_queued_chars: int = 20_000

@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from worker.admission import Usage
 from worker.ari import AriClient, AriError
 from worker.call_media import CallMedia
 from worker.commands import Create, Flush, Say
@@ -117,8 +118,9 @@ class SessionServices:
     #: Narrowband (mu-law) sessions over chan_websocket too, instead of RTP.
     narrowband_websocket: bool
     limits: Limits
-    #: Why a new session cannot be admitted now (capacity), or None.
-    admit: Callable[[], CommandError | None]
+    #: Why a new session using this provider and voice cannot be admitted now
+    #: (capacity), or None (worker/admission.py).
+    admit: Callable[[Usage], CommandError | None]
     cache: SynthesisCache | None = None
     #: The dialplan context whose Local channels join ConfBridge rooms.
     confbridge_context: str = "speaking-confbridge"
@@ -163,6 +165,14 @@ class SessionRunner:
     @property
     def live(self) -> bool:
         return self.protocol is not None and self.protocol.live
+
+    @property
+    def usage(self) -> Usage | None:
+        """The provider and voice this session synthesizes with (None before its create
+        was admitted, or for a session restored from its record)."""
+        if self.protocol is None or self._voice is None:
+            return None
+        return Usage(self.protocol.speaking.provider, self._voice.voice_id)
 
     @property
     def active(self) -> bool:
@@ -290,11 +300,14 @@ class SessionRunner:
             self._lock_id = (record or {}).get("reference_lock")
             return None
         try:
-            if (refused := services.admit()) is not None:
-                raise refused
-            self._engine, self._voice = services.engines.resolve(
+            # Resolved first: the capacity of an offline voice depends on which engine
+            # speaks it, and a voice that cannot be served is invalid at any load.
+            engine, voice = services.engines.resolve(
                 command.provider, command.language, command.voice_id
             )
+            if (refused := services.admit(Usage(command.provider, voice.voice_id))) is not None:
+                raise refused
+            self._engine, self._voice = engine, voice
         except CommandError as exc:
             return {"ok": False, "command_id": command.command_id, "error": exc.to_dict()}
         self.protocol = SessionProtocol.for_create(command, limits=services.limits)

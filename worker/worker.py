@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from worker.admission import Capacity, Usage, refusal
 from worker.ari import AriClient
 from worker.commands import Create, Locate, parse_command
 from worker.conference import event_ends
@@ -78,6 +79,7 @@ class Worker:
         self, settings: Settings, store: Store, engines: EngineRegistry, metrics: Registry
     ) -> None:
         self.settings = settings
+        self.capacity = Capacity.from_settings(settings)
         self.store = store
         self.engines = engines
         self.metrics = metrics
@@ -312,14 +314,11 @@ class Worker:
         the sweep must not race its teardown)."""
         return speaking_id in self.runners
 
-    def _admit(self) -> CommandError | None:
-        live = sum(1 for r in self.runners.values() if r.live)
-        if live >= self.settings.max_sessions:
-            return unavailable(
-                f"the speaking service is at capacity for this call's server "
-                f"({self.settings.max_sessions} sessions); try again later"
-            )
-        return None
+    def _admit(self, wanted: Usage) -> CommandError | None:
+        # Every live runner has its usage: it was admitted with it (restored ones are
+        # never live).
+        live = [usage for r in self.runners.values() if r.live and (usage := r.usage)]
+        return refusal(self.capacity, live, wanted)
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)

@@ -1,6 +1,7 @@
 """Every queue and every per-customer resource has a bound, and reaching one is a clear
-refusal that changes nothing: queued says per session, sessions per worker, event streams
-per customer; the command stream is trimmed and call locks expire unless refreshed.
+refusal that changes nothing: queued says per session, sessions per worker and per
+offline voice family, event streams per customer; the command stream is trimmed and call
+locks expire unless refreshed.
 
 A worker and an API of the test's own run on a private Redis, so limits can be small and
 the API's creates can only reach that worker."""
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from tests.e2e.api_fixtures import Api, start_api, stop_api
 from tests.e2e.conftest import CallFactory
 from tests.e2e.processes import PRIVATE_REDIS_URL, WorkerProcess
-from tests.e2e.test_api import create, wait_active
+from tests.e2e.test_api import create, post_create, wait_active
 from tests.e2e.test_call_path import LONG
 from worker.store import LOCK_TTL_MS, Keys
 
@@ -53,6 +54,60 @@ async def small(private_redis: Redis, tmp_path: Path) -> AsyncIterator[tuple[Wor
     finally:
         await stop_api(api)
         assert await worker.stop() == 0
+
+
+@pytest.fixture
+async def one_piper(
+    private_redis: Redis, tmp_path: Path
+) -> AsyncIterator[tuple[WorkerProcess, Api]]:
+    """A worker whose piper voice serves one session at once (espeak-ng unbounded)."""
+    env = {"SPEAKING_REDIS_URL": PRIVATE_REDIS_URL}
+    worker = WorkerProcess(
+        f"piper1-{uuid.uuid4().hex[:6]}",
+        tmp_path / "worker.log",
+        SPEAKING_OFFLINE_PIPER_SESSIONS="1",
+        SPEAKING_OFFLINE_ESPEAK_SESSIONS="0",
+        **env,
+    )
+    await worker.start()
+    api = await start_api(private_redis, tmp_path / "api.log", **env)
+    try:
+        yield worker, api
+    finally:
+        await stop_api(api)
+        assert await worker.stop() == 0
+
+
+async def test_a_full_offline_voice_family_refuses_a_create_until_a_session_stops(
+    one_piper: tuple[WorkerProcess, Api], private_redis: Redis, call: CallFactory
+) -> None:
+    _, api = one_piper
+    async with call() as first, call() as second:
+        piper_id = (await create(api, first))["id"]  # en-US, no voice: piper
+        await wait_active(api, piper_id)
+        lock = f"speaking:reference:call:{second.caller_channel_id}"
+
+        status, body = await post_create(api, second.caller_channel_id)
+        assert status == 503 and body["error"]["code"] == "unavailable", body
+        message = body["error"]["message"]
+        assert "piper voices serve at most 1 sessions at once" in message, message
+        assert "(1 in use)" in message and "espeak" in message
+        # Nothing was created: no lock on the call, no record but the first session's.
+        assert await private_redis.get(lock) is None
+        assert [k async for k in private_redis.scan_iter("speaking:session:*")] == [
+            f"speaking:session:{piper_id}".encode()
+        ]
+
+        # The other family is not full: an espeak voice is served on the same call.
+        espeak_id = (await create(api, second, voice_id="espeak"))["id"]
+        await wait_active(api, espeak_id)
+        assert (await api.call("POST", f"/v1.0/speakings/{espeak_id}/stop"))[0] == 200
+
+        # Once the piper session has stopped, piper takes a create again.
+        assert (await api.call("POST", f"/v1.0/speakings/{piper_id}/stop"))[0] == 200
+        again = (await create(api, second))["id"]
+        await wait_active(api, again)
+        assert (await api.call("POST", f"/v1.0/speakings/{again}/stop"))[0] == 200
 
 
 async def test_queued_says_are_bounded_and_a_refusal_changes_nothing(

@@ -8,6 +8,7 @@ other language, so the provider speaks whatever espeak-ng can without keys or ne
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 
 from worker.engines.base import Synthesis, UnsupportedVoice, Voice
@@ -17,6 +18,21 @@ from worker.engines.piper import PiperEngine
 from worker.segmentation import split_sentences
 
 ESPEAK_PREFIX = "espeak"
+
+
+class VoiceFamily(enum.StrEnum):
+    """Which of the two local engines speaks a voice: each has its own CPU budget."""
+
+    PIPER = "piper"
+    ESPEAK = "espeak"
+
+
+def voice_family(voice_id: str) -> VoiceFamily:
+    """The engine behind an offline voice id (resolved or as asked: empty is piper's
+    default only for English, so callers pass the resolved id)."""
+    if voice_id == ESPEAK_PREFIX or voice_id.startswith(ESPEAK_PREFIX + ":"):
+        return VoiceFamily.ESPEAK
+    return VoiceFamily.PIPER
 
 
 class OfflineEngine:
@@ -30,7 +46,7 @@ class OfflineEngine:
         self._default_voice = default_voice
 
     def _split(self, voice_id: str) -> tuple[PiperEngine | EspeakEngine, str]:
-        if voice_id == ESPEAK_PREFIX or voice_id.startswith(ESPEAK_PREFIX + ":"):
+        if voice_family(voice_id) is VoiceFamily.ESPEAK:
             return self._espeak, voice_id.partition(":")[2]
         return self._piper, voice_id
 
