@@ -282,8 +282,16 @@ async def family(engine: OfflineEngine, name: str, says: int, limit: int) -> dic
         else:
             high = middle
     capacity = low
-    print(f"  {name}: at most {capacity} sessions in real time")
-    return {"voice": voice_id, "runs": rows, "max_real_time_sessions": capacity}
+    if failed_at:
+        print(f"  {name}: at most {capacity} sessions in real time")
+    else:
+        print(f"  {name}: {capacity} sessions kept real time; --limit stopped the search")
+    return {
+        "voice": voice_id,
+        "runs": rows,
+        "max_real_time_sessions": capacity,
+        "limit_reached": not failed_at,
+    }
 
 
 async def main() -> None:
