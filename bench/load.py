@@ -16,9 +16,16 @@ reader. Per N:
 
 CPU (core-ms per second of wall time, from /proc) of the worker, the API, Asterisk and
 SIPp while the N says play, and the worker's RSS before the creates, with N idle
-sessions and while they stream. Prints a table and writes bench/results/load.json.
+sessions and while they stream. The timing of the frames during the measured says
+(bench/rtp_quality.py): what the worker sent to Asterisk (a second tcpdump on
+Asterisk's RTP ports; RTP transport only) and what the callers received from Asterisk:
+frames lost, duplicated, late (over 20 ms behind the stream's schedule) and the
+inter-arrival jitter. Prints a table and writes bench/results/load-<transport>.json.
 
-    python -m bench.load [--calls 1,50,100] [--voice espeak]
+``--transport websocket`` serves the (narrowband) calls over chan_websocket instead of
+RTP (SPEAKING_NARROWBAND_WEBSOCKET=1), for the side-by-side comparison.
+
+    python -m bench.load [--calls 1,50,100] [--voice espeak] [--transport rtp|websocket]
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.latency import percentiles
-from tests.conftest import ARI_AUTH, ARI_URL, asterisk_pid, bring_up
+from bench.rtp_quality import Sent, combined, quality
+from tests.conftest import ARI_AUTH, ARI_URL, RTP_PORTS, asterisk_pid, bring_up
 from tests.e2e.api_fixtures import Api, start_api, stop_api
 from tests.e2e.conftest import our_leftovers
 from tests.e2e.processes import REDIS_URL, SIP_PORT, WorkerProcess
@@ -47,7 +55,7 @@ from tests.telephony.media import CODECS
 from tests.telephony.rtp_pcap import write_rtp_pcap
 from tests.telephony.sipp_process import SippProcess, pick_ports
 
-RESULTS = Path(__file__).parent / "results" / "load.json"
+RESULTS = Path(__file__).parent / "results"
 SENTENCE = "Hello! This is your agent speaking. How can I help you today?"
 LONG = "This is a long announcement that is about to be interrupted. " * 4
 TICK = os.sysconf("SC_CLK_TCK")
@@ -119,6 +127,15 @@ def loud(packets: list[RtpPacket], port: int, after: float) -> list[float]:
     ]
 
 
+def timing(packets: list[RtpPacket], start: float, end: float) -> dict[str, object]:
+    """bench/rtp_quality.py per stream (source port) over the packets in [start, end]."""
+    streams: dict[int, list[Sent]] = {}
+    for p in packets:
+        if start <= p.arrival <= end:
+            streams.setdefault(p.src_port, []).append(Sent(p.arrival, p.seq, p.timestamp))
+    return combined(quality(s, 8000) for s in streams.values())
+
+
 async def post_all(api: Api, paths: list[str], body: dict[str, Any]) -> list[dict[str, Any]]:
     """The same POST to every path at once; each answer gets ``_sent`` (when it left)."""
 
@@ -140,6 +157,10 @@ class Calls:
         uas_sip, self.uac_sip, uas_media, self.uac_media = pick_ports(4, span=4)
         self.uas_sip, self.uas_media = uas_sip, uas_media
         self.capture = RtpCapture(work / "received.pcap", [self.uac_media])
+        # What reaches Asterisk's RTP ports from anyone but SIPp: the worker's frames.
+        sipp = " ".join(f"and not src port {p}" for p in (uas_media, self.uac_media))
+        bpf = f"udp and dst portrange {RTP_PORTS[0]}-{RTP_PORTS[1]} {sipp}"
+        self.sent = RtpCapture(work / "sent.pcap", [], bpf=bpf)
         self.ports: dict[str, int] = {}  # caller channel -> Asterisk's RTP port
 
     async def start(self) -> None:
@@ -148,6 +169,7 @@ class Calls:
         length = CALL_SECONDS + 30
         common = ["-i", "127.0.0.1", "-mi", "127.0.0.1", "-aa", "-timeout", f"{int(length)}s"]
         await self.capture.start()
+        await self.sent.start()
         known = {c for c in self.events.channels if self.events.alive(c)}
         uas_pcap = write_rtp_pcap(self.work / "uas.pcap", "ulaw", length, seed=2)
         uac_pcap = write_rtp_pcap(self.work / "uac.pcap", "ulaw", length, seed=1)
@@ -184,6 +206,7 @@ class Calls:
             await self.events.ari.hangup(channel)
         await asyncio.gather(self.uac.stop(1.0), self.uas.stop(1.0))
         await self.capture.stop()
+        await self.sent.stop()
 
 
 async def run(
@@ -242,7 +265,8 @@ async def measure(
     await log.wait_all([(s, "segment_started", segment_of[s]) for s in sids], 60)
     rss_streaming = rss_kb(worker)
     await log.wait_all([(s, "segment_finished", segment_of[s]) for s in sids], 60)
-    wall = time.time() - t0
+    t1 = time.time()
+    wall = t1 - t0
     cpu = {name: (cpu_ms(pid) - cpu0[name]) / wall for name, pid in pids.items()}
     cpu["sipp"] = (sum(cpu_ms(p) for p in calls.sipp_pids) - sipp0) / wall
 
@@ -270,6 +294,9 @@ async def measure(
     sent_ms = [
         float(log.seen[(s, "segment_started", segment_of[s])][1]["latency_ms"]) for s in sids
     ]
+    heard_ports = set(measured.values())
+    party = timing([p for p in packets if p.src_port in heard_ports], t0, t1)
+    sent = timing(calls.sent.packets(), t0, t1)
     return {
         "n": len(channels),
         "sessions": len(sids),
@@ -281,6 +308,9 @@ async def measure(
         "say_to_first_frame_heard_ms": percentiles(heard_ms) if heard_ms else None,
         "callers_who_heard": len(heard_ms),
         "flush_to_silence_ms": percentiles(silence_ms),
+        # During the measured says: what the worker sent (RTP only) / what callers got.
+        "frames_sent_by_worker": sent if sent["streams"] else None,
+        "frames_at_party": party,
         "cpu_core_ms_per_s": {k: round(v, 1) for k, v in cpu.items()},
         # Every session streams throughout the window: one second of audio per second.
         "worker_core_ms_per_audio_s": round(cpu["worker"] / len(sids), 3),
@@ -296,12 +326,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", default="1,50,100", help="comma-separated N values")
     parser.add_argument("--voice", default="espeak", help="espeak or en_US-joe-medium (piper)")
+    parser.add_argument("--transport", default="rtp", choices=("rtp", "websocket"))
     args = parser.parse_args()
     problem = bring_up()
     if problem:
         raise SystemExit(problem)
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    worker = WorkerProcess(f"bench-{os.getpid()}", workdir / "worker.log")
+    websocket = "1" if args.transport == "websocket" else "0"
+    worker = WorkerProcess(
+        f"bench-{os.getpid()}", workdir / "worker.log", SPEAKING_NARROWBAND_WEBSOCKET=websocket
+    )
     await worker.start()
     redis = Redis.from_url(REDIS_URL)
     caps = {"SPEAKING_API_MAX_COMMANDS_IN_FLIGHT": "2000"}
@@ -322,7 +356,7 @@ async def main() -> None:
             result["leftovers"] = await our_leftovers(ari)
             results.append(result)
             print_row(result)
-            write(results, args.voice)  # after each N: a later one may not finish
+            write(results, args.voice, args.transport)  # after each N: a later may not finish
     finally:
         await log.stop()
         await events.close()
@@ -330,13 +364,24 @@ async def main() -> None:
         await stop_api(api)
         await worker.stop()
         await redis.aclose()
-    print(f"\nwritten to {RESULTS}")
+    print(f"\nwritten to {RESULTS / f'load-{args.transport}.json'}")
 
 
-def write(results: list[dict[str, Any]], voice: str) -> None:
-    RESULTS.parent.mkdir(exist_ok=True)
+def write(results: list[dict[str, Any]], voice: str, transport: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
     meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "voice": voice}
-    RESULTS.write_text(json.dumps({**meta, "results": results}, indent=2))
+    meta["transport"] = transport
+    path = RESULTS / f"load-{transport}.json"
+    path.write_text(json.dumps({**meta, "results": results}, indent=2))
+
+
+def brief(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "-"
+    return (
+        f"{t['frames']} frames lost {t['lost']} dup {t['duplicated']} late {t['late']} "
+        f"jitter p99 {t['jitter_ms']['p99']} ms"
+    )
 
 
 def print_row(r: dict[str, Any]) -> None:
@@ -351,6 +396,7 @@ def print_row(r: dict[str, Any]) -> None:
         f"({r['callers_who_heard']}/{r['n']}, refused {sum(r['creates_refused'].values())})"
         f"  flush->silence {pp('flush_to_silence_ms')}  "
         f"cpu {r['cpu_core_ms_per_s']}  KB/session {r['worker_kb_per_session']}  "
+        f"sent {brief(r['frames_sent_by_worker'])}  at party {brief(r['frames_at_party'])}  "
         f"leftovers {len(r['leftovers'])}"
     )
 

@@ -52,12 +52,16 @@ conf_of() { echo "/etc/asterisk$(suffix "$1")/asterisk.conf"; }
 
 render_config() {
     local n="$1" dest="$2"
-    local ari_port=$((8088 + n)) sip_port=$((5060 + n * 100)) rtp_start=$((20000 + n * 1000))
+    local ari_port=$((8088 + n)) sip_port=$((5060 + n * 100))
+    # RTP ports: instance 0 (the suite's and the benches') has 10,000, enough for 1,600
+    # calls with a session each (about 6 ports per call); the others 1,000 each.
+    local rtp_start=$((20000 + n * 1000)) rtp_end=$((20000 + n * 1000 + 999))
+    if [[ "$n" == 0 ]]; then rtp_start=10000 rtp_end=19999; fi
     rm -rf "$dest"
     mkdir -p "$dest"
     for f in "$here"/asterisk-config/*.conf; do
         sed -e "s/@ARI_PORT@/$ari_port/g" -e "s/@SIP_PORT@/$sip_port/g" \
-            -e "s/@RTP_START@/$rtp_start/g" -e "s/@RTP_END@/$((rtp_start + 999))/g" \
+            -e "s/@RTP_START@/$rtp_start/g" -e "s/@RTP_END@/$rtp_end/g" \
             -e "s/@ARI_USER@/$ari_user/g" -e "s/@ARI_PASSWORD@/$ari_password/g" -e "s/@SYSTEM_NAME@/pbx$n/g" \
             "$f" > "$dest/$(basename "$f")"
     done

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = int(os.environ.get("SPEAKING_ASTERISK_INSTANCE", "0"))
 REDIS_PORT = int(os.environ.get("SPEAKING_REDIS_PORT", "6399"))
 ARI_URL = f"http://127.0.0.1:{8088 + INSTANCE}/ari"
+#: Asterisk's RTP port range (first, last), as scripts/asterisk.sh configures it.
+RTP_PORTS = (10000, 19999) if INSTANCE == 0 else (20000 + INSTANCE * 1000, 20999 + INSTANCE * 1000)
 ARI_AUTH = ("speaking", "speaking-dev-secret")
 REQUIRED = (
     os.environ.get("CI", "").lower() == "true" or os.environ.get("SPEAKING_REQUIRE_SERVICES") == "1"

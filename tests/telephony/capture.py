@@ -158,10 +158,14 @@ class RtpCapture:
     SIGINT so tcpdump flushes and closes the file properly.
     """
 
-    def __init__(self, path: Path, ports: Iterable[int], interface: str = "lo") -> None:
+    def __init__(
+        self, path: Path, ports: Iterable[int], interface: str = "lo", bpf: str = ""
+    ) -> None:
+        """``bpf``, if given, replaces the filter on ``ports`` (a tcpdump expression)."""
         self.path = path
         self.ports = sorted(set(ports))
         self.interface = interface
+        self.bpf = bpf
         self._proc: asyncio.subprocess.Process | None = None
         self._reader = PcapReader(path)
         self.stderr = ""
@@ -169,7 +173,7 @@ class RtpCapture:
     async def start(self, within_s: float = 10.0) -> None:
         """Start tcpdump and return once it says it is listening (the filter is set)."""
         tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
-        filt = "udp and (" + " or ".join(f"dst port {p}" for p in self.ports) + ")"
+        filt = self.bpf or "udp and (" + " or ".join(f"dst port {p}" for p in self.ports) + ")"
         # --immediate-mode: hand each packet over at once (libpcap otherwise batches
         # them for up to 1 s), -U: write each to the file at once; together they let
         # tests read the audio mid-call. -Z root: Debian's tcpdump drops to user

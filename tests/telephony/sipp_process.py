@@ -27,7 +27,8 @@ def pick_ports(count: int, span: int = 1, low: int = 30000, high: int = 32700) -
     """`count` base ports, each with `span` consecutive UDP ports free on 127.0.0.1.
 
     Random picks below the kernel's ephemeral range (32768+) and above Asterisk's
-    RTP ranges (20000 + 1000 * instance), checked by binding; the sockets are held
+    RTP ranges (10000-19999 for instance 0, 20000 + 1000 * instance for the others:
+    scripts/asterisk.sh), checked by binding; the sockets are held
     until all are chosen so two picks cannot overlap.
     """
     held: list[socket.socket] = []
