@@ -1,7 +1,10 @@
 """A session's outgoing audio: a buffer of 20 ms frames drained by the shared clock.
 
 The producer (synthesis) pushes frames; the pacer calls ``tick`` every 20 ms,
-which sends exactly one frame if there is one. Segment boundaries travel with
+which sends exactly one frame if there is one. Frames are encoded when pushed, a
+batch in one numpy call, so a tick only adds the RTP header and sends (the per-frame
+encode was a quarter of the tick's cost: bench/stream_cost.py); what is queued is the
+payload, not the samples. Segment boundaries travel with
 the frames, so "segment started/finished" is reported when its audio really
 leaves, not when it was synthesized.
 """
@@ -13,6 +16,7 @@ import enum
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +31,15 @@ class Frame:
     segment_id: str
     first: bool = False
     last: bool = False
+
+
+class _Queued(NamedTuple):
+    """A frame waiting for its tick, encoded for the transport."""
+
+    payload: bytes
+    segment_id: str
+    first: bool
+    last: bool
 
 
 class PlayoutEventKind(enum.Enum):
@@ -63,9 +76,10 @@ class Playout:
         self._send = send
         self._on_event = on_event
         self._clock = clock
-        self._frames: deque[Frame] = deque()
+        self._frames: deque[_Queued] = deque()
         # RTP transports get RTP packets; a media websocket takes bare payloads.
         self._rtp = RtpPacketizer(fmt.payload_type, fmt.samples_per_frame) if rtp else None
+        self._encode = fmt.encode if rtp else fmt.encode_raw
         self._max_ahead = max_ahead_frames
         self._space = asyncio.Event()
         self._space.set()
@@ -83,7 +97,15 @@ class Playout:
         one frame ahead of the clock until it empties, well inside what Asterisk buffers
         (whisper accepts 500 ms ahead)."""
         idle = self._prompt_start and self._idle and not self._frames
-        self._frames.extend(frames)
+        batch = list(frames)
+        if batch:
+            payload = self._encode(np.concatenate([f.samples for f in batch]))
+            per_sample = len(payload) // sum(f.samples.size for f in batch)
+            at = 0
+            for f in batch:
+                end = at + f.samples.size * per_sample
+                self._frames.append(_Queued(payload[at:end], f.segment_id, f.first, f.last))
+                at = end
         if len(self._frames) >= self._max_ahead:
             self._space.clear()
         if idle and self._frames:
@@ -117,9 +139,9 @@ class Playout:
         if len(self._frames) < self._max_ahead:
             self._space.set()
         if self._rtp is not None:
-            self._send(self._rtp.packet(self.fmt.encode(frame.samples)))
+            self._send(self._rtp.packet(frame.payload))
         else:
-            self._send(self.fmt.encode_raw(frame.samples))
+            self._send(frame.payload)
         self.frames_sent += 1
         now = self._clock()
         if frame.first:
