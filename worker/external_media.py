@@ -18,7 +18,7 @@ from typing import Any
 
 from worker.ari import AriClient, AriError
 from worker.media_format import MediaFormat
-from worker.media_websocket import MediaWebsocket
+from worker.media_websocket import CHUNK_FRAMES, MediaWebsocket
 from worker.resources import ChannelWaiters, TeardownIncomplete, destroy_all
 from worker.rtp_socket import RtpSocket
 
@@ -60,6 +60,16 @@ class ExternalMedia:
     def paced_by_us(self) -> bool:
         """RTP must be paced in real time by the worker; the websocket is paced by Asterisk."""
         return self.rtp is not None
+
+    @property
+    def chunk_frames(self) -> int:
+        """Frames per send: one over RTP, CHUNK_FRAMES over the websocket."""
+        return 1 if self.websocket is None else CHUNK_FRAMES
+
+    def clear(self) -> None:
+        """Drop the audio the transport still holds (the websocket's; RTP holds none)."""
+        if self.websocket is not None:
+            self.websocket.flush()
 
     @property
     def send(self) -> Callable[[bytes], None]:
@@ -132,6 +142,15 @@ class ExternalMediaPath:
     @property
     def paced_by_us(self) -> bool:
         return self.media is not None and self.media.paced_by_us
+
+    @property
+    def chunk_frames(self) -> int:
+        assert self.media is not None, "setup() first"
+        return self.media.chunk_frames
+
+    def clear_transport(self) -> None:
+        if self.media is not None:
+            self.media.clear()
 
     async def teardown(self) -> None:
         """Remove every resource of ours (channels, then our bridge), keeping what could

@@ -51,6 +51,13 @@ class MediaPath(Protocol):
         """Where the session's encoded frames go."""
 
     @property
+    def chunk_frames(self) -> int:
+        """Frames per send (more than one where the transport paces itself)."""
+
+    def clear_transport(self) -> None:
+        """Drop the audio the transport holds and has not played yet (a flush)."""
+
+    @property
     def paced_by_us(self) -> bool:
         """Whether the worker paces the frames in real time (RTP) or Asterisk does."""
 

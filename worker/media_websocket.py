@@ -1,10 +1,14 @@
 """Audio to Asterisk over chan_websocket (``externalMedia`` with ``transport=websocket``).
 
-Used for wideband calls: unlike RTP external media it carries slin16 (see
-media_format.py). Asterisk is the websocket server; we connect to
-``/media/<connection id>`` with the ``media`` subprotocol, wait for ``MEDIA_START``
-(adding the channel to a bridge before that fails with 422), then send one binary
-message per 20 ms frame, paced by the shared clock like RTP.
+Used for wideband calls (unlike RTP external media it carries slin16, see
+media_format.py) and, with SPEAKING_NARROWBAND_WEBSOCKET=1, narrowband ones. Asterisk
+is the websocket server; we connect to ``/media/<connection id>`` with the ``media``
+subprotocol, wait for ``MEDIA_START`` (adding the channel to a bridge before that fails
+with 422), then send binary messages of CHUNK_FRAMES whole frames: chan_websocket cuts
+them into 20 ms frames and times them itself, so the Playout keeps it only one to two
+chunks ahead (worker/playout.py) and a flush sends ``FLUSH_MEDIA``, which drops what
+it still holds. What Asterisk sends us (notifications; no media is asked for) is always
+read, so its writer never stalls (asterisk/asterisk#2140).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+#: Frames per message: 100 ms. One message per 5 ticks instead of one per tick; the lead
+#: over what Asterisk has played stays within 200 ms (chan_websocket queues ~20 s).
+CHUNK_FRAMES = 5
 
 
 class MediaWebsocket:
@@ -26,7 +33,7 @@ class MediaWebsocket:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | str] = asyncio.Queue()
         self._started = asyncio.Event()
         self._reader = asyncio.create_task(self._read(), name="media-ws-read")
         self._writer = asyncio.create_task(self._write(), name="media-ws-write")
@@ -48,16 +55,28 @@ class MediaWebsocket:
         if not self._ws.closed:
             self._queue.put_nowait(payload)
 
+    def flush(self) -> None:
+        """Have Asterisk drop the audio it holds (after what is queued here: in order)."""
+        if not self._ws.closed:
+            self._queue.put_nowait("FLUSH_MEDIA")
+
     async def _read(self) -> None:
         async for msg in self._ws:
-            if msg.type is aiohttp.WSMsgType.TEXT and msg.data.startswith("MEDIA_START"):
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            if msg.data.startswith("MEDIA_START"):
                 self._started.set()
+            elif msg.data.startswith(("MEDIA_XOFF", "MEDIA_XON")):  # never expected: lead
+                log.warning("media websocket flow control", extra={"notice": msg.data[:40]})
 
     async def _write(self) -> None:
         while True:
             payload = await self._queue.get()
             try:
-                await self._ws.send_bytes(payload)
+                if isinstance(payload, str):
+                    await self._ws.send_str(payload)
+                else:
+                    await self._ws.send_bytes(payload)
             except (ConnectionError, RuntimeError) as exc:
                 log.warning("media websocket send failed", extra={"error": str(exc)})
                 return

@@ -71,7 +71,12 @@ class Playout:
         max_ahead_frames: int = 150,
         rtp: bool = True,
         prompt_start: bool = True,
+        chunk_frames: int = 1,
+        on_clear: Callable[[], None] | None = None,
     ) -> None:
+        """``chunk_frames`` > 1: the transport paces (chan_websocket), so frames go in
+        messages of that many, kept between one and two chunks ahead of what it has
+        played (one per tick); ``on_clear`` then also empties the transport's queue."""
         self.fmt = fmt
         self._send = send
         self._on_event = on_event
@@ -85,6 +90,11 @@ class Playout:
         self._space.set()
         self._prompt_start = prompt_start
         self._idle = True  # the last tick had nothing to send
+        self._chunk = chunk_frames
+        self._on_clear = on_clear
+        #: Chunked: frames handed to the transport and not yet played by it (it plays one
+        #: per tick). Invariant: at most 2 * chunk_frames, so a flush has little to undo.
+        self._lead = 0
         self.frames_sent = 0
 
     def __len__(self) -> int:
@@ -109,7 +119,10 @@ class Playout:
         if len(self._frames) >= self._max_ahead:
             self._space.clear()
         if idle and self._frames:
-            self._send_next()
+            if self._chunk > 1:
+                self._send_chunk()
+            else:
+                self._send_next()
 
     async def wait_for_space(self) -> None:
         """Back-pressure: wait until less than ``max_ahead_frames`` are queued."""
@@ -118,6 +131,9 @@ class Playout:
     def clear(self) -> None:
         self._frames.clear()
         self._space.set()
+        if self._on_clear is not None:  # what the transport holds goes too
+            self._on_clear()
+        self._lead = 0
 
     def discard(self, segment_id: str) -> None:
         """Drop the frames of one segment that have not been sent yet."""
@@ -126,12 +142,40 @@ class Playout:
             self._space.set()
 
     def tick(self) -> None:
+        if self._chunk > 1:
+            self._lead = max(0, self._lead - 1)
+            if not self._frames:
+                self._idle = True
+            elif self._lead < self._chunk:
+                self._send_chunk()
+            return
         if not self._frames:
             self._idle = True
             if self._rtp is not None:
                 self._rtp.tick_silent()
             return
         self._send_next()
+
+    def _send_chunk(self) -> None:
+        """Hand the transport enough frames to be two chunks ahead, in one message."""
+        self._idle = False
+        count = min(2 * self._chunk - self._lead, len(self._frames))
+        frames = [self._frames.popleft() for _ in range(count)]
+        if len(self._frames) < self._max_ahead:
+            self._space.set()
+        self._send(b"".join(f.payload for f in frames))
+        self.frames_sent += count
+        self._lead += count
+        now = self._clock()
+        for frame in frames:
+            if frame.first:
+                self._on_event(
+                    PlayoutEvent(PlayoutEventKind.SEGMENT_STARTED, frame.segment_id, now)
+                )
+            if frame.last:
+                self._on_event(
+                    PlayoutEvent(PlayoutEventKind.SEGMENT_FINISHED, frame.segment_id, now)
+                )
 
     def _send_next(self) -> None:
         self._idle = False

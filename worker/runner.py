@@ -372,6 +372,8 @@ class SessionRunner:
                     services.metrics,
                     self.post,
                     services.cache,
+                    chunk_frames=self.media.chunk_frames,
+                    on_clear=self.media.clear_transport,
                 )
             case Enqueue(segment_id, text):
                 assert self.playback is not None

@@ -34,13 +34,23 @@ class SessionPlayback:
         metrics: Registry,
         post: Callable[[SegmentEvent], None],
         cache: SynthesisCache | None = None,
+        chunk_frames: int = 1,
+        on_clear: Callable[[], None] | None = None,
     ) -> None:
         self._pacer = pacer
         self._metrics = metrics
         self._post = post
         self._said: dict[str, float] = {}  # segment id -> when its say was applied
         self._speaker: dict[str, tuple[str, float]] = {}  # segment id -> provider, first byte
-        self.playout = Playout(fmt, send, self._on_playout, time.monotonic, rtp=rtp)
+        self.playout = Playout(
+            fmt,
+            send,
+            self._on_playout,
+            time.monotonic,
+            rtp=rtp,
+            chunk_frames=chunk_frames,
+            on_clear=on_clear,
+        )
         self.player = Player(syntheses, self.playout, self._on_problem, self, cache)
         self.player.start()
         pacer.add(self.playout)

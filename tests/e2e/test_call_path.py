@@ -198,8 +198,9 @@ async def test_narrowband_over_chan_websocket(
     redis: Redis, ari: Ari, call: CallFactory, tmp_path: Path
 ) -> None:
     """SPEAKING_NARROWBAND_WEBSOCKET=1: a mu-law call is served mu-law over
-    chan_websocket (Asterisk paces it) instead of RTP; the caller hears the sentence as
-    over RTP, in 160-byte PT 0 frames, and the callee hears nothing."""
+    chan_websocket (Asterisk paces it, the worker sends 100 ms chunks) instead of RTP;
+    the caller hears the sentence as over RTP, in 160-byte PT 0 frames, the callee hears
+    nothing, and a flush silences what Asterisk still held (FLUSH_MEDIA)."""
     worker = WorkerProcess(
         f"nb-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log", SPEAKING_NARROWBAND_WEBSOCKET="1"
     )
@@ -214,10 +215,19 @@ async def test_narrowband_over_chan_websocket(
             assert started["media_format"] == "ulaw"
             segment = await say(client, speaking_id, HELLO)
             await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
+            long = await say(client, speaking_id, LONG)
+            await client.wait_event(speaking_id, "segment_started", segment_id=long)
+            await asyncio.sleep(0.8)  # the scenario: let it talk, then barge in
+            assert (await client.send("flush", speaking_id))["flushed"] == [long]
+            flushed = time.time()
+            await asyncio.sleep(0.6)  # a pause in the conversation
+            quiet_until = time.time()
             await stop(client, speaking_id)
     finally:
         assert await worker.stop() == 0, worker.tail()
     caller = c.received("caller")
+    # The lead Asterisk held (up to 200 ms) is dropped: silence from 100 ms after it.
+    assert count_loud(caller, start=flushed + 0.1, end=quiet_until) == 0
     assert {p.payload_type for p in caller} == {0} and {len(p.payload) for p in caller} == {160}
     assert count_loud(caller) > 50  # about 3.4 s of speech, as over RTP
     assert count_loud(c.received("callee")) == 0

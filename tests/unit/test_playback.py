@@ -747,3 +747,39 @@ def test_the_first_frame_into_an_idle_stream_leaves_at_once_then_the_clock_paces
     rig.playout.push(frames_of("c", [6]))  # not idle now: waits for the clock
     assert len(rig.packets) == 4
     assert [slin_value(p) for p in rig.packets] == [1, 2, 3, 4]  # in order, each once
+
+
+def test_chunked_playout_stays_one_to_two_chunks_ahead_and_flushes_the_transport() -> None:
+    """chan_websocket paces by itself: frames go in messages, starting two chunks ahead,
+    then topped up to two chunks each time the transport's lead (it plays one frame per
+    tick) falls below one; a clear also empties the transport (FLUSH_MEDIA)."""
+    messages: list[bytes] = []
+    cleared: list[bool] = []
+    events: list[PlayoutEvent] = []
+    playout = Playout(
+        MediaFormat.ULAW,
+        messages.append,
+        events.append,
+        lambda: 0.0,
+        rtp=False,
+        chunk_frames=5,
+        on_clear=lambda: cleared.append(True),
+    )
+    frames = frames_of("a", list(range(1, 31)), MediaFormat.ULAW)
+    playout.push(frames)
+    assert [len(m) for m in messages] == [10 * 160]  # at once: two chunks ahead
+    for _ in range(5):
+        playout.tick()
+    assert [len(m) for m in messages] == [1600]  # still a chunk ahead: nothing yet
+    playout.tick()
+    assert [len(m) for m in messages] == [1600, 960]  # lead 4 < 5: topped up to 10
+    for _ in range(6):
+        playout.tick()
+    assert len(messages) == 3 and playout.frames_sent == 22
+    assert b"".join(messages) == b"".join(ulaw_encode(f.samples) for f in frames[:22])
+    assert [e.kind for e in events] == [STARTED]
+    playout.clear()
+    assert cleared == [True] and len(playout) == 0
+    for _ in range(20):
+        playout.tick()
+    assert len(messages) == 3  # nothing after the flush
