@@ -15,12 +15,14 @@ stopped afterwards.
 
     python -m bench.locate_fanout [--workers 1,10,50,100] [--concurrency 1,10,50]
                                   [--locates 200] [--think-ms 4] [--parallel-lookups]
+                                  [--out locate-fanout]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -45,6 +47,23 @@ from worker.maintenance import JANITOR_S
 from worker.store import Keys
 
 PREFIX = "speaking"
+
+
+class Resends(logging.Handler):
+    """Counts SpeakingClient's "sending the command again" (it re-sends a command, same
+    id, when a Redis call fails under it: here, when the reply pool has no free
+    connection), instead of printing one warning per locate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "sending the command again" in record.getMessage():
+            self.count += 1
+
+
+RESENDS = Resends()
 
 
 class Fleet:
@@ -128,7 +147,10 @@ async def locate_cell(
                 await asyncio.gather(*(one(n) for n in range(start, min(total, start + conc))))
 
     started = time.monotonic()
+    resent = RESENDS.count
     delta, cpu, fleet_cpu = await probe.measure(bursts)
+    if RESENDS.count > resent:
+        failures["locate commands sent again"] = RESENDS.count - resent
     return latencies, failures, delta, cpu, fleet_cpu, time.monotonic() - started
 
 
@@ -277,8 +299,12 @@ def main() -> None:
     parser.add_argument("--parallel-lookups", action="store_true", help="not one at a time")
     parser.add_argument("--idle-s", type=float, default=8.0, help="background window")
     parser.add_argument("--redis-port", type=int, default=6460)
+    parser.add_argument("--out", default="locate-fanout", help="bench/results/<out>.json")
     args = parser.parse_args()
     args.concurrency = [int(v) for v in args.concurrency.split(",")]
+    client_log = logging.getLogger("worker.client")
+    client_log.addHandler(RESENDS)
+    client_log.propagate = False
     url = f"redis://127.0.0.1:{args.redis_port}/0"
     ping = ["redis-cli", "-p", str(args.redis_port), "ping"]
     running = subprocess.run(ping, capture_output=True, text=True, timeout=10).stdout
@@ -292,8 +318,8 @@ def main() -> None:
             redis_ctl("stop", args.redis_port)
     g = growth(runs)
     print_growth(g, runs)
-    options = {k: v for k, v in vars(args).items() if k != "redis_port"}
-    path = write_results("locate-fanout", {"options": options, "runs": runs, "growth": g})
+    options = {k: v for k, v in vars(args).items() if k not in ("redis_port", "out")}
+    path = write_results(args.out, {"options": options, "runs": runs, "growth": g})
     print(f"\nwritten to {path}")
 
 
