@@ -90,6 +90,16 @@ class EventLog:
                     key = (f.get("speaking_id", ""), f.get("type", ""), f.get("segment_id", ""))
                     self.seen.setdefault(key, (now, f))
 
+    async def settled(self, sids: list[str], within_s: float) -> list[str]:
+        """Wait until each session started or stopped; the ids of those that started."""
+        started = [(s, "speaking_started", "") for s in sids]
+        stopped = [(s, "speaking_stopped", "") for s in sids]
+        pairs = list(zip(started, stopped, strict=True))
+        async with asyncio.timeout(within_s):
+            while any(a not in self.seen and b not in self.seen for a, b in pairs):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return [s for s, key in zip(sids, started, strict=True) if key in self.seen]
+
     async def wait_all(self, keys: list[Key], within_s: float) -> None:
         async with asyncio.timeout(within_s):
             while any(k not in self.seen for k in keys):  # noqa: ASYNC110
@@ -125,6 +135,14 @@ def loud(packets: list[RtpPacket], port: int, after: float) -> list[float]:
         and p.arrival >= after
         and level_dbfs(p.samples) > SPEECH_THRESHOLD_DBFS
     ]
+
+
+def dropped_by_kernel(capture: RtpCapture) -> int:
+    """What tcpdump said it missed ("N packets dropped by kernel"), once stopped."""
+    for line in capture.stderr.splitlines():
+        if "dropped by kernel" in line:
+            return int(line.split()[0])
+    return 0
 
 
 def timing(packets: list[RtpPacket], start: float, end: float) -> dict[str, object]:
@@ -243,11 +261,13 @@ async def measure(
         answered.append((time.time() - sent) * 1000)
         return channel, str(answer["id"]), sent
 
-    created = [c for c in await asyncio.gather(*(create(c) for c in channels)) if c]
+    answered_creates = [c for c in await asyncio.gather(*(create(c) for c in channels)) if c]
+    # A session whose media could not be built stops by itself: counted, then left out.
+    live = set(await log.settled([s for _, s, _ in answered_creates], 60))
+    created = [c for c in answered_creates if c[1] in live]
     measured = {c: calls.ports[c] for c, _, _ in created}
     sid_of = {c: s for c, s, _ in created}
     sids = list(sid_of.values())
-    await log.wait_all([(s, "speaking_started", "") for s in sids], 60)
     create_ms = [(log.at((s, "speaking_started", "")) - t) * 1000 for _, s, t in created]
     setup_ms = [float(log.seen[(s, "speaking_started", "")][1]["setup_ms"]) for s in sids]
     rss_idle = rss_kb(worker)
@@ -295,12 +315,14 @@ async def measure(
         float(log.seen[(s, "segment_started", segment_of[s])][1]["latency_ms"]) for s in sids
     ]
     heard_ports = set(measured.values())
+    dropped = {"received": dropped_by_kernel(calls.capture), "sent": dropped_by_kernel(calls.sent)}
     party = timing([p for p in packets if p.src_port in heard_ports], t0, t1)
     sent = timing(calls.sent.packets(), t0, t1)
     return {
         "n": len(channels),
         "sessions": len(sids),
         "creates_refused": refused,
+        "setups_failed": len(answered_creates) - len(created),
         "create_to_active_ms": percentiles(create_ms),
         "create_answered_ms": percentiles(answered),
         "worker_setup_ms": percentiles(setup_ms),
@@ -311,6 +333,8 @@ async def measure(
         # During the measured says: what the worker sent (RTP only) / what callers got.
         "frames_sent_by_worker": sent if sent["streams"] else None,
         "frames_at_party": party,
+        # tcpdump's own losses: frames it missed look lost above.
+        "capture_dropped": dropped,
         "cpu_core_ms_per_s": {k: round(v, 1) for k, v in cpu.items()},
         # Every session streams throughout the window: one second of audio per second.
         "worker_core_ms_per_audio_s": round(cpu["worker"] / len(sids), 3),

@@ -40,7 +40,9 @@ Json = dict[str, Any]
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 
-#: Concurrent ARI requests at most; more wait for a free connection.
+#: Concurrent ARI requests at most; more wait for a free connection. Asterisk counts
+#: each connection, and each media websocket, against http.conf's ``sessionlimit``
+#: (asterisk-config/http.conf raises it to 1,000 from 100).
 ARI_CONNECTIONS = 100
 
 
@@ -72,8 +74,12 @@ class AriClient:
         app: str,
         on_event: Callable[[Json], None],
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        channel_directory: bool = False,
     ) -> None:
+        """``channel_directory``: subscribe to all channels and keep the directory (see
+        ``channel``); without it every lookup is a request."""
         self.base_url = base_url.rstrip("/")
+        self._directory_wanted = channel_directory
         self.app = app
         self._auth = aiohttp.encode_basic_auth(user, password)
         self._on_event = on_event
@@ -90,7 +96,8 @@ class AriClient:
         self._http = aiohttp.ClientSession(
             # A pool of keep-alive connections shared by every session's requests (each
             # new one costs Asterisk a TCP handshake and an HTTP thread).
-            connector=aiohttp.TCPConnector(limit=ARI_CONNECTIONS),
+            # Idle ones are closed before Asterisk's own 15 s keep-alive closes them.
+            connector=aiohttp.TCPConnector(limit=ARI_CONNECTIONS, keepalive_timeout=10),
             headers={"Authorization": self._auth},
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         )
@@ -106,6 +113,17 @@ class AriClient:
     # -- REST ---------------------------------------------------------------------------
 
     async def request(self, method: str, path: str, **params: str) -> Any:
+        """One REST call. Raises AriError for an error status, aiohttp/OS errors and
+        TimeoutError when Asterisk does not answer."""
+        try:
+            return await self._request(method, path, params)
+        except aiohttp.ServerDisconnectedError:
+            # A pooled connection Asterisk had just closed (its idle keep-alive ran
+            # out, or its HTTP session limit): the request never reached it. Once more,
+            # on a fresh connection.
+            return await self._request(method, path, params)
+
+    async def _request(self, method: str, path: str, params: dict[str, str]) -> Any:
         assert self._http is not None, "start() first"
         url = f"{self.base_url}{path}"
         async with self._http.request(method, url, params=params or None) as resp:
@@ -352,6 +370,8 @@ class AriClient:
         """Subscribe to all channels, then list them: events of this connection are read
         only after this returns, so the ones that came meanwhile apply on top of the
         listing. Without it (Asterisk refused) lookups fall back to requests."""
+        if not self._directory_wanted:
+            return
         try:
             await self.subscribe("channel:")
             self.directory.seed(await self.list_channels(), self.reconnects)

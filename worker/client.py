@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.redis_retry import REDIS_OUTAGE, backoff, unblocked_by_failover
+from worker.redis_retry import REDIS_OUTAGE, backoff, pool_exhausted, unblocked_by_failover
 from worker.store import COMMANDS_MAXLEN, Keys
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,21 @@ class SpeakingClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         attempt = 0
+        sent = False
         while True:
             try:
-                await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
+                if not sent:
+                    await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
+                    sent = True
                 return await self._reply(command_id, max(0.1, deadline - loop.time()))
             except Exception as exc:
                 if not isinstance(exc, REDIS_OUTAGE) and not unblocked_by_failover(exc):
                     raise
+                # A full pool is not a failure: what was sent stays sent (sending it again
+                # to every worker of a locate is load when they are already behind).
+                sent = sent and pool_exhausted(exc)
                 attempt += 1
-                if attempt == 1:
+                if attempt == 1 and not sent:
                     log.warning(
                         "redis failed; sending the command again",
                         extra={"command_id": command_id, "error": type(exc).__name__},

@@ -49,6 +49,11 @@ class SegmentProblem:
     reason: str = ""
 
 
+#: Cached audio is fed to the chain in pieces of this size (4,096 samples, what the
+#: engines deliver at a time).
+CACHED_CHUNK_BYTES = 8192
+
+
 class SynthesisObserver(Protocol):
     """What the player tells about its providers (metrics, and the segment's events)."""
 
@@ -196,7 +201,12 @@ class Player:
             if cached is not None:
                 if index == 0:
                     self._observer.speaking(segment.segment_id, synthesis.provider, 0.0)
-                await self._push(frames.add(assembler.feed(resampler.feed(pcm.feed(cached)))))
+                # In engine-sized pieces (each push yields): a whole sentence at once held
+                # the loop for milliseconds per session, and 50 sessions starting together
+                # made the clock's ticks late (bench/load.py).
+                for at in range(0, len(cached), CACHED_CHUNK_BYTES):
+                    piece_pcm = pcm.feed(cached[at : at + CACHED_CHUNK_BYTES])
+                    await self._push(frames.add(assembler.feed(resampler.feed(piece_pcm))))
                 continue
             kept: list[bytes] | None = [] if self._cache is not None else None
             asked = time.monotonic()
@@ -226,6 +236,9 @@ class Player:
         if frames:
             await self._playout.wait_for_space()
             self._playout.push(frames)
+        # Let the clock tick between two pieces of work: chunks ready in a queue (a fast
+        # engine, the cache) would otherwise be processed back to back without a yield.
+        await asyncio.sleep(0)
 
 
 class _SegmentFrames:

@@ -116,6 +116,14 @@ def _cluster(url: str, max_connections: int, socket_timeout: float) -> Redis:
     )
 
 
+def pool_exhausted(exc: Exception) -> bool:
+    """Whether a command never left because every pooled connection was busy (the pool
+    waited ``wait_s``): not a Redis failure, so nothing sent needs sending again."""
+    return isinstance(exc, RedisConnectionError) and (
+        "No connection available" in str(exc) or "Too many connections" in str(exc)
+    )
+
+
 def unblocked_by_failover(exc: Exception) -> bool:
     """Whether a blocking command (BLPOP, XREADGROUP BLOCK) was cut short because its
     server stopped being the primary (a Sentinel failover): Redis answers ``-UNBLOCKED``.

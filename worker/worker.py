@@ -92,6 +92,7 @@ class Worker:
             settings.ari_app,
             on_event=self.on_ari_event,
             on_connect=self._on_ari_connect,
+            channel_directory=settings.channel_directory,
         )
         self.pacer = Pacer()
         self.waiters = ChannelWaiters()

@@ -54,3 +54,18 @@ async def test_urls_of_each_kind_make_a_client_without_connecting() -> None:
     ):
         client = connect(url, 4, 1.0)
         await client.aclose()
+
+
+def test_a_full_pool_is_not_taken_for_a_failed_redis() -> None:
+    """A sender re-sends a command only when Redis failed under it, never because its
+    own connection pool was busy (which would multiply a locate's fan-out)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError, ResponseError
+
+    from worker.redis_retry import pool_exhausted, unblocked_by_failover
+
+    assert pool_exhausted(RedisConnectionError("No connection available."))
+    assert pool_exhausted(MaxConnectionsError("Too many connections"))
+    assert not pool_exhausted(RedisConnectionError("Error 111 connecting. Connection refused."))
+    assert unblocked_by_failover(ResponseError("UNBLOCKED force unblock from blocking operation"))
+    assert not unblocked_by_failover(ResponseError("WRONGTYPE Operation against a key"))
