@@ -154,6 +154,24 @@ def timing(packets: list[RtpPacket], start: float, end: float) -> dict[str, obje
     return combined(quality(s, 8000) for s in streams.values())
 
 
+async def post_all_answered(
+    api: Api, paths: list[str], within_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """POST each path (no body) at once; a 503 is sent again until ``within_s``: the
+    answers, each with its final ``_status`` and how many ``_tries`` it took."""
+
+    async def one(path: str) -> dict[str, Any]:
+        tries = 0
+        async with asyncio.timeout(within_s):
+            while True:
+                tries += 1
+                status, answer = await api.call("POST", path, json={})
+                if status != 503:
+                    return {**answer, "_status": status, "_tries": tries}
+
+    return list(await asyncio.gather(*(one(p) for p in paths)))
+
+
 async def post_all(api: Api, paths: list[str], body: dict[str, Any]) -> list[dict[str, Any]]:
     """The same POST to every path at once; each answer gets ``_sent`` (when it left)."""
 
@@ -299,8 +317,9 @@ async def measure(
     flushed = {s: a["_sent"] for s, a in zip(sids, flushes, strict=True)}
     await asyncio.sleep(0.5)  # what arrives in the next 500 ms counts against the flush
 
-    stops = await post_all(api, [f"/v1.0/speakings/{s}/stop" for s in sids], {})
-    assert all(a["status"] == "stopped" for a in stops)
+    stops = await post_all_answered(api, [f"/v1.0/speakings/{s}/stop" for s in sids], 90)
+    assert all(a.get("status") == "stopped" for a in stops), stops
+    stops_late = sum(1 for a in stops if a["_tries"] > 1)
     await asyncio.sleep(0.3)
     packets = calls.capture.packets()
     heard_ms, silence_ms = [], []
@@ -323,6 +342,9 @@ async def measure(
         "sessions": len(sids),
         "creates_refused": refused,
         "setups_failed": len(answered_creates) - len(created),
+        # Stops the API answered 503 (its reply timeout) while Asterisk was saturated;
+        # each was sent again until it was answered stopped.
+        "stops_answered_late": stops_late,
         "create_to_active_ms": percentiles(create_ms),
         "create_answered_ms": percentiles(answered),
         "worker_setup_ms": percentiles(setup_ms),

@@ -85,6 +85,7 @@ class AriClient:
         self._on_event = on_event
         self._on_connect = on_connect
         self._http: aiohttp.ClientSession | None = None
+        self._media_http: aiohttp.ClientSession | None = None
         self._events_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.state = AriState.CONNECTING
@@ -101,6 +102,10 @@ class AriClient:
             headers={"Authorization": self._auth},
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         )
+        self._media_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),  # one per session: bounded by them
+            headers={"Authorization": self._auth},
+        )
         self._events_task = asyncio.create_task(self._events_forever(), name="ari-events")
 
     async def close(self) -> None:
@@ -109,6 +114,8 @@ class AriClient:
             await asyncio.gather(self._events_task, return_exceptions=True)
         if self._http:
             await self._http.close()
+        if self._media_http:
+            await self._media_http.close()
 
     # -- REST ---------------------------------------------------------------------------
 
@@ -247,10 +254,13 @@ class AriClient:
         return result
 
     @property
-    def http(self) -> aiohttp.ClientSession:
-        """The authenticated HTTP session (also used for media websockets)."""
-        assert self._http is not None, "start() first"
-        return self._http
+    def media_http(self) -> aiohttp.ClientSession:
+        """The authenticated HTTP session for media websockets. Not the REST one: a
+        websocket holds its connection for the whole session, and 100 of them took every
+        connection of the REST pool, so setups waited for requests that could not start
+        (10 s at 100 wideband sessions, bench/load.py --transport websocket)."""
+        assert self._media_http is not None, "start() first"
+        return self._media_http
 
     async def create_bridge(self, bridge_id: str, name: str) -> Json:
         result: Json = await self.request(

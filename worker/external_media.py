@@ -103,7 +103,7 @@ class ExternalMedia:
         reply = await self.ari.external_media_websocket(self.channel_id, fmt.asterisk_name)
         connection_id = reply.get("channelvars", {})["MEDIA_WEBSOCKET_CONNECTION_ID"]
         self.websocket = await MediaWebsocket.connect(
-            self.ari.http, self.ari.base_url, connection_id
+            self.ari.media_http, self.ari.base_url, connection_id
         )
 
 
