@@ -173,13 +173,14 @@ async def post_all_answered(
 
 
 async def post_all(api: Api, paths: list[str], body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The same POST to every path at once; each answer gets ``_sent`` (when it left)."""
+    """The same POST to every path at once; each answer gets ``_sent`` (when it left) and
+    ``_status``."""
 
     async def one(path: str) -> dict[str, Any]:
         sent = time.time()
         status, answer = await api.call("POST", path, json=body)
-        assert status in (200, 201), (path, status, answer)
-        return {**answer, "_sent": sent}
+        assert status in (200, 201, 503), (path, status, answer)  # 503: counted by callers
+        return {**answer, "_sent": sent, "_status": status}
 
     return list(await asyncio.gather(*(one(p) for p in paths)))
 
@@ -298,6 +299,13 @@ async def measure(
     sipp0 = sum(cpu_ms(p) for p in calls.sipp_pids)
     t0 = time.time()
     says = await post_all(api, [f"/v1.0/speakings/{s}/say" for s in sids], {"text": SENTENCE})
+    # A say the API answered 503 (the worker did not answer in its time): counted, and its
+    # session left out of what follows.
+    refused_says = sum(1 for a in says if a["_status"] != 200)
+    every_sid = list(sids)  # all of them are stopped at the end
+    kept = [(s, a) for s, a in zip(sids, says, strict=True) if a["_status"] == 200]
+    sids, says = [s for s, _ in kept], [a for _, a in kept]
+    measured = {c: p for c, p in measured.items() if sid_of[c] in set(sids)}
     segment_of = {s: a["segment_id"] for s, a in zip(sids, says, strict=True)}
     said = {s: a["_sent"] for s, a in zip(sids, says, strict=True)}
     await log.wait_all([(s, "segment_started", segment_of[s]) for s in sids], 60)
@@ -309,15 +317,17 @@ async def measure(
     cpu["sipp"] = (sum(cpu_ms(p) for p in calls.sipp_pids) - sipp0) / wall
 
     longs = await post_all(api, [f"/v1.0/speakings/{s}/say" for s in sids], {"text": LONG})
-    await log.wait_all(
-        [(s, "segment_started", a["segment_id"]) for s, a in zip(sids, longs, strict=True)], 60
-    )
+    playing = [(s, a) for s, a in zip(sids, longs, strict=True) if a["_status"] == 200]
+    refused_says += len(longs) - len(playing)
+    await log.wait_all([(s, "segment_started", a["segment_id"]) for s, a in playing], 60)
     await asyncio.sleep(1.0)  # let them speak, then barge in on all at once
-    flushes = await post_all(api, [f"/v1.0/speakings/{s}/flush" for s in sids], {})
-    flushed = {s: a["_sent"] for s, a in zip(sids, flushes, strict=True)}
+    flushes = await post_all(api, [f"/v1.0/speakings/{s}/flush" for s, _ in playing], {})
+    flushed = {
+        s: a["_sent"] for (s, _), a in zip(playing, flushes, strict=True) if a["_status"] == 200
+    }
     await asyncio.sleep(0.5)  # what arrives in the next 500 ms counts against the flush
 
-    stops = await post_all_answered(api, [f"/v1.0/speakings/{s}/stop" for s in sids], 90)
+    stops = await post_all_answered(api, [f"/v1.0/speakings/{s}/stop" for s in every_sid], 90)
     assert all(a.get("status") == "stopped" for a in stops), stops
     stops_late = sum(1 for a in stops if a["_tries"] > 1)
     await asyncio.sleep(0.3)
@@ -328,8 +338,9 @@ async def measure(
         first = loud(packets, port, said[sid])
         if first:
             heard_ms.append((first[0] - said[sid]) * 1000)
-        after = loud(packets, port, flushed[sid])
-        silence_ms.append((after[-1] - flushed[sid]) * 1000 if after else 0.0)
+        if sid in flushed:
+            after = loud(packets, port, flushed[sid])
+            silence_ms.append((after[-1] - flushed[sid]) * 1000 if after else 0.0)
     sent_ms = [
         float(log.seen[(s, "segment_started", segment_of[s])][1]["latency_ms"]) for s in sids
     ]
@@ -345,6 +356,7 @@ async def measure(
         # Stops the API answered 503 (its reply timeout) while Asterisk was saturated;
         # each was sent again until it was answered stopped.
         "stops_answered_late": stops_late,
+        "says_or_flushes_refused": refused_says + len(playing) - len(flushed),
         "create_to_active_ms": percentiles(create_ms),
         "create_answered_ms": percentiles(answered),
         "worker_setup_ms": percentiles(setup_ms),
@@ -362,7 +374,7 @@ async def measure(
         "worker_core_ms_per_audio_s": round(cpu["worker"] / len(sids), 3),
         "worker_rss_kb": {"before": rss_before, "idle": rss_idle, "streaming": rss_streaming},
         "worker_kb_per_session": {
-            "idle": round((rss_idle - rss_before) / len(sids), 1),
+            "idle": round((rss_idle - rss_before) / len(every_sid), 1),
             "streaming": round((rss_streaming - rss_before) / len(sids), 1),
         },
     }
@@ -414,11 +426,15 @@ async def main() -> None:
 
 
 def write(results: list[dict[str, Any]], voice: str, transport: str) -> None:
+    """Into load-<transport>.json, replacing earlier results for the same N only."""
     RESULTS.mkdir(exist_ok=True)
     meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "voice": voice}
     meta["transport"] = transport
     path = RESULTS / f"load-{transport}.json"
-    path.write_text(json.dumps({**meta, "results": results}, indent=2))
+    earlier = json.loads(path.read_text()).get("results", []) if path.exists() else []
+    ns = {r["n"] for r in results}
+    merged = sorted([r for r in earlier if r["n"] not in ns] + results, key=lambda r: r["n"])
+    path.write_text(json.dumps({**meta, "results": merged}, indent=2))
 
 
 def brief(t: dict[str, Any] | None) -> str:
