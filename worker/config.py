@@ -36,7 +36,7 @@ class Settings:
     #: Keep a directory of all of Asterisk's channels from ARI events ("1"), so locate
     #: and a create's check need no request. Off by default: feeding the app every
     #: channel's events cost Asterisk more than the requests it saves (50 creates at
-    #: once: create -> active p99 1,598 ms with it, 535 ms without; docs/scaling.md).
+    #: once: create -> active p99 1,345 ms with it, 679 ms without; docs/scaling.md).
     channel_directory: bool = False
     #: Serve narrowband calls mu-law over chan_websocket too ("1"), instead of RTP ("0");
     #: the numbers behind the default are in docs/scaling.md.
