@@ -9,8 +9,9 @@ each (re)connection so the owner can resynchronise.
 
 The app never subscribes to everything (``subscribeAll``): closing such an app's
 websocket can deadlock Asterisk's ARI (asterisk/asterisk#2170, docs/media.md), through
-its device-state subscriptions. It subscribes to all *channels* (``channel:``), which
-feeds the ChannelDirectory (worker/channel_directory.py), and to bridges one by one.
+its device-state subscriptions. It subscribes to channels and bridges one by one, or,
+with the channel directory on, to all *channels* (``channel:``), which feeds the
+ChannelDirectory (worker/channel_directory.py).
 (60 connect/subscribe-all-channels/close cycles in a row left 22.10 answering.) A
 connect that times out while REST still answers is that deadlock: the client reports
 it (``state`` is ``wedged``) and keeps retrying, since only an Asterisk restart clears
