@@ -79,44 +79,63 @@ def ignore(_event: PlayoutEvent) -> None:
     pass
 
 
+class Rig:
+    """A sink nobody reads, the shared clock, and the sessions (``open``) with their
+    producers (``produce``); ``close`` undoes all of it. Made inside the event loop."""
+
+    def __init__(self) -> None:
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.pacer = Pacer()
+        self.pacer.start()
+        self.sockets: list[RtpSocket] = []
+        self.playouts: list[Playout] = []
+        self.stop = asyncio.Event()
+        self.producers: list[asyncio.Task[None]] = []
+
+    async def open(self, n: int) -> None:
+        for _ in range(n):
+            rtp = await RtpSocket.open("127.0.0.1")
+            rtp.remote = self.sink.getsockname()
+            self.sockets.append(rtp)
+            playout = Playout(MediaFormat.ULAW, rtp.send, ignore, time.monotonic)
+            self.playouts.append(playout)
+            self.pacer.add(playout)
+
+    def produce(self, chunks: list[bytes]) -> None:
+        self.producers = [asyncio.create_task(produce(p, chunks, self.stop)) for p in self.playouts]
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self.producers:
+            task.cancel()
+        await asyncio.gather(*self.producers, return_exceptions=True)
+        await self.pacer.stop()
+        for rtp in self.sockets:
+            rtp.close()
+        self.sink.close()
+
+
 async def run(n: int, seconds: float, chunks: list[bytes]) -> dict[str, float | int]:
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    pacer = Pacer()
-    pacer.start()
+    rig = Rig()
     gc.collect()
     base = rss_kb()
-    sockets, playouts = [], []
-    for _ in range(n):
-        rtp = await RtpSocket.open("127.0.0.1")
-        rtp.remote = sink.getsockname()
-        sockets.append(rtp)
-        playout = Playout(MediaFormat.ULAW, rtp.send, ignore, time.monotonic)
-        playouts.append(playout)
-        pacer.add(playout)
+    await rig.open(n)
     gc.collect()
     idle = rss_kb()
-    stop = asyncio.Event()
-    producers = [asyncio.create_task(produce(p, chunks, stop)) for p in playouts]
+    rig.produce(chunks)
     await asyncio.sleep(WARM_UP_S)
     streaming = rss_kb()
-    sent0 = sum(p.frames_sent for p in playouts)
+    sent0 = sum(p.frames_sent for p in rig.playouts)
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(seconds)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    sent = sum(p.frames_sent for p in playouts) - sent0
-    schedule = pacer.schedule
+    sent = sum(p.frames_sent for p in rig.playouts) - sent0
+    schedule = rig.pacer.schedule
     assert schedule is not None, "the pacer runs"
     lateness, resyncs = schedule.max_lateness, schedule.resyncs
-    stop.set()
-    for task in producers:
-        task.cancel()
-    await asyncio.gather(*producers, return_exceptions=True)
-    await pacer.stop()
-    for rtp in sockets:
-        rtp.close()
-    sink.close()
+    await rig.close()
     audio_s = sent * 0.020  # what was really sent, not what should have been
     per_audio_s = cpu * 1000 / audio_s
     return {
@@ -135,34 +154,19 @@ async def run(n: int, seconds: float, chunks: list[bytes]) -> dict[str, float | 
 
 async def heap(n: int, chunks: list[bytes]) -> dict[str, float]:
     """Python heap per session (tracemalloc) idle and streaming; soxr's C state apart."""
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    pacer = Pacer()
-    pacer.start()
+    rig = Rig()
     tracemalloc.start()
     gc.collect()
     base = tracemalloc.get_traced_memory()[0]
-    sockets, playouts = [], []
-    for _ in range(n):
-        rtp = await RtpSocket.open("127.0.0.1")
-        rtp.remote = sink.getsockname()
-        sockets.append(rtp)
-        playouts.append(Playout(MediaFormat.ULAW, rtp.send, ignore, time.monotonic))
-        pacer.add(playouts[-1])
+    await rig.open(n)
     gc.collect()
     idle = tracemalloc.get_traced_memory()[0]
-    stop = asyncio.Event()
-    producers = [asyncio.create_task(produce(p, chunks, stop)) for p in playouts]
+    rig.produce(chunks)
     await asyncio.sleep(WARM_UP_S)
     gc.collect()
     streaming = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    stop.set()
-    await asyncio.gather(*producers, return_exceptions=True)
-    await pacer.stop()
-    for rtp in sockets:
-        rtp.close()
-    sink.close()
+    await rig.close()
     return {
         "sessions": n,
         "heap_kb_per_idle_session": round((idle - base) / n / 1024, 1),
