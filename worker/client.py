@@ -22,6 +22,12 @@ from worker.store import COMMANDS_MAXLEN, Keys
 
 log = logging.getLogger(__name__)
 
+#: A sender with no reply after this long sends its command again (same id), and again
+#: after twice as long, and so on until its timeout. A Sentinel failover can lose an
+#: entry, or the worker's reply, with no error on either side: replication is
+#: asynchronous, so a write the old primary took before it was demoted is gone.
+RESEND_AFTER_S = 2.0
+
 
 class CommandTimeout(Exception):
     """No worker answered in time (is a worker running for that worker id?)."""
@@ -61,8 +67,10 @@ class SpeakingClient:
 
         If Redis fails meanwhile (a restart, a Sentinel failover), the entry or its reply
         may be gone with the old server, so the command is sent again, same id, until
-        ``timeout_s`` is spent: the worker applies it once and answers each delivery
-        (docs/redis-protocol.md). Raises CommandTimeout when no reply came in time."""
+        ``timeout_s`` is spent: at once after a Redis error, and after ``RESEND_AFTER_S``
+        (doubling) of silence, since a failover can lose a write without an error. The
+        worker applies it once and answers each delivery (docs/redis-protocol.md).
+        Raises CommandTimeout when no reply came in time."""
         command_id = fields.get("command_id") or str(uuid.uuid4())
         entry: Any = {
             **fields,
@@ -78,12 +86,26 @@ class SpeakingClient:
         deadline = loop.time() + timeout_s
         attempt = 0
         sent = False
+        patience = RESEND_AFTER_S
         while True:
             try:
                 if not sent:
                     await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
                     sent = True
-                return await self._reply(command_id, max(0.1, deadline - loop.time()))
+                left = deadline - loop.time()
+                if left <= patience:
+                    return await self._reply(command_id, max(0.1, left))
+                try:
+                    return await self._reply(command_id, patience)
+                except CommandTimeout:
+                    # Silence: the worker may be behind, or the entry or its reply went
+                    # with a demoted primary. A second delivery costs the worker a lookup.
+                    log.info(
+                        "no reply yet; sending the command again", extra={"command_id": command_id}
+                    )
+                    sent = False
+                    patience *= 2
+                    continue
             except Exception as exc:
                 if not isinstance(exc, REDIS_OUTAGE) and not unblocked_by_failover(exc):
                     raise

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -27,9 +27,54 @@ T = TypeVar("T")
 REDIS_OUTAGE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+#: How often (at most) a Sentinel-managed pool asks the sentinels where the primary is.
+CHECK_PRIMARY_S = 1.0
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (it asks the sentinels where the primary is, and again after a
-    failover) with the blocking pool's cap: a caller past ``max_connections`` waits."""
+    failover) with the blocking pool's cap: a caller past ``max_connections`` waits.
+
+    redis-py alone moves a connection to a new primary only when it is made or released
+    after the pool noticed, and the sentinels demote the old primary only once they poll
+    it (about 10 s after a failover, measured). Until then both servers take writes, and
+    a sender's BLPOP on one would miss the reply its worker wrote to the other. So at most
+    every ``CHECK_PRIMARY_S`` the pool asks the sentinels, in the background of the next
+    ``get_connection`` (a caller never waits for them), and on a new answer drops every
+    connection, in use or not: a blocked command is tried again on the new primary, or
+    fails with ConnectionError, which every caller treats as an outage (the sender
+    re-sends, the worker re-reads its pending)."""
+
+    _checked_at = float("-inf")
+    _check: asyncio.Task[None] | None = None
+    #: How many times the sentinels named a new primary (see ``failovers``).
+    switches = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._check is None and loop.time() - self._checked_at >= CHECK_PRIMARY_S:
+            self._checked_at = loop.time()
+            self._check = loop.create_task(self._check_primary(), name="sentinel-check")
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def _check_primary(self) -> None:
+        try:
+            known = self.master_address
+            found = await self.sentinel_manager.discover_master(self.service_name)
+            if known is not None and found != known:
+                log.warning("the sentinels name a new primary; reconnecting")
+                self.master_address = found
+                self.switches += 1
+                # A command's own retry reconnects to the connection's host and port, not
+                # through the sentinels (redis-py 8), so they are pointed at the new one.
+                for connection in (*self._available_connections, *self._in_use_connections):
+                    if isinstance(connection, SentinelManagedConnection):
+                        connection.host, connection.port = found
+                await self.disconnect(inuse_connections=True)
+        except Exception as exc:  # the next check asks again; commands fail on their own
+            log.debug("sentinel check failed", extra={"error": type(exc).__name__})
+        finally:
+            self._check = None
 
 
 def connect(url: str, max_connections: int, socket_timeout: float, wait_s: float = 2.0) -> Redis:
@@ -114,6 +159,13 @@ def _cluster(url: str, max_connections: int, socket_timeout: float) -> Redis:
             socket_connect_timeout=2.0,
         ),
     )
+
+
+def failovers(redis: Redis) -> int:
+    """How many times the primary behind ``redis`` changed (a Sentinel failover) as far as
+    its pool noticed; 0 for one server or a cluster. A command retried on the new primary
+    raises nothing, yet writes the old one took may be gone (e.g. a worker's XACK)."""
+    return int(getattr(getattr(redis, "connection_pool", None), "switches", 0))
 
 
 def pool_exhausted(exc: Exception) -> bool:

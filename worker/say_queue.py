@@ -14,6 +14,10 @@ from worker.errors import CommandError, limit
 #: delivered twice while the first delivery is in flight adds nothing; older replays
 #: are answered from the stored reply before they get here.
 RECENT_SEGMENTS = 1000
+#: Recent flushes remembered with what they flushed, so a flush delivered again (its
+#: stored result lost with a demoted primary, or re-sent before it was stored) is
+#: answered as the first time instead of flushing says that came after it.
+RECENT_FLUSHES = 32
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class SayQueue:
         self.limits = limits or Limits()
         self._queued: dict[str, int] = {}  # segment id -> characters
         self._recent: dict[str, None] = {}  # accepted segment ids, oldest first
+        self._flushes: dict[str, tuple[str, ...]] = {}  # flush command id -> flushed ids
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -64,6 +69,17 @@ class SayQueue:
         self._recent[segment_id] = None
         if len(self._recent) > RECENT_SEGMENTS:
             del self._recent[next(iter(self._recent))]
+
+    def flushed_by(self, command_id: str) -> tuple[str, ...] | None:
+        """What the flush ``command_id`` flushed, if it is a recent one."""
+        return self._flushes.get(command_id)
+
+    def flush_done(self, command_id: str, segment_ids: tuple[str, ...]) -> None:
+        for segment_id in segment_ids:
+            self.done(segment_id)
+        self._flushes[command_id] = segment_ids
+        if len(self._flushes) > RECENT_FLUSHES:
+            del self._flushes[next(iter(self._flushes))]
 
     def done(self, segment_id: str) -> None:
         """Finished, flushed or failed: it no longer counts."""

@@ -331,11 +331,13 @@ class SessionProtocol:
         ]
 
     def _flush(self, event: Received) -> list[Action]:
-        return [FlushPlayback(event.entry_id, event.command.command_id)]
+        command_id = event.command.command_id
+        if (earlier := self.says.flushed_by(command_id)) is not None:  # a replay
+            return [self._ok(event.entry_id, command_id, flushed=list(earlier))]
+        return [FlushPlayback(event.entry_id, command_id)]
 
     def _flushed(self, event: Flushed) -> list[Action]:
-        for segment_id in event.segment_ids:
-            self.says.done(segment_id)
+        self.says.flush_done(event.command_id, event.segment_ids)
         return [self._ok(event.entry_id, event.command_id, flushed=list(event.segment_ids))]
 
     def _active_stop(self, event: Received) -> list[Action]:

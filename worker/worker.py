@@ -40,6 +40,7 @@ from worker.recovery import Recovery
 from worker.redis_retry import (
     REDIS_OUTAGE,
     backoff,
+    failovers,
     retry_through_outage,
     unblocked_by_failover,
 )
@@ -232,7 +233,11 @@ class Worker:
     async def _read_commands(self) -> None:
         pending = True  # first our own unacknowledged entries (a crash replay), then new ones
         attempt = 0
+        switches = failovers(self.store.redis)
         while True:
+            if failovers(self.store.redis) != switches:
+                # A new primary may have missed some XACKs: what it holds comes first.
+                switches, pending = failovers(self.store.redis), True
             try:
                 entries = await self.store.read_commands(pending=pending)
                 attempt = 0
@@ -251,6 +256,9 @@ class Worker:
                 attempt += 1
                 if attempt == 1:
                     log.warning("redis unavailable", extra={"error": type(exc).__name__})
+                # The server we come back to may be a promoted replica that never saw some
+                # of our XACKs: its pending entries come first (a replay is answered once).
+                pending = True
                 await asyncio.sleep(backoff(attempt))
                 continue
             if pending and not entries:

@@ -296,6 +296,39 @@ async def test_pending_commands_are_replayed_once_after_a_crash(
             assert await restarted.stop() == 0
 
 
+async def test_a_command_lost_without_an_error_is_sent_again(redis: Redis, tmp_path: Path) -> None:
+    """A Sentinel failover can drop an entry the old primary took, with no error on
+    either side (replication is asynchronous). Here the entry is deleted while the
+    worker is frozen (SIGSTOP), before it could read it: the sender hears nothing, sends
+    the command again under the same id after RESEND_AFTER_S, and the worker answers
+    that delivery."""
+    worker = WorkerProcess(f"lost-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log")
+    await worker.start()
+    try:
+        assert worker.proc is not None
+        client = SpeakingClient(redis, worker.worker_id)
+        stream = client.keys.commands(worker.worker_id)
+        command_id = str(uuid.uuid4())
+        fields = {"command_id": command_id, "reference_type": "call", "reference_id": "none"}
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            asking = asyncio.create_task(
+                client.command("locate", str(uuid.uuid4()), fields, timeout_s=8.0)
+            )
+            first: Any = await redis.xread({stream: "0"}, block=5000)
+            [(_, [(entry_id, entry)])] = first
+            assert entry[b"command_id"].decode() == command_id
+            assert await redis.xdel(stream, entry_id) == 1  # gone with the old primary
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
+        reply = await asking
+        assert reply["ok"] and reply["found"] is False, reply
+        resent: Any = await redis.xrange(stream)
+        assert [e[b"command_id"].decode() for _, e in resent] == [command_id]
+    finally:
+        assert await worker.stop() == 0, worker.tail()
+
+
 async def test_a_second_process_with_a_live_worker_id_refuses_to_start(
     worker: WorkerProcess, tmp_path: Path
 ) -> None:

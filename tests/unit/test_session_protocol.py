@@ -436,6 +436,21 @@ def test_a_flush_empties_the_queue_bound() -> None:
     assert replies(feed(protocol, received(command("say", "b"))))[0]["ok"]
 
 
+def test_a_flush_delivered_again_is_answered_as_before_and_flushes_nothing_new() -> None:
+    """A re-sent flush (its reply lost with a demoted primary) must not flush the says
+    that came after the first delivery."""
+    protocol = active()
+    feed(protocol, received(command("say", "a")))
+    assert any(
+        isinstance(a, FlushPlayback) for a in feed(protocol, received(command("flush", "f")))
+    )
+    (first,) = replies(feed(protocol, Flushed("e-f", "f", ("a",))))
+    feed(protocol, received(command("say", "b")))
+    again = feed(protocol, received(command("flush", "f")))
+    assert not any(isinstance(a, FlushPlayback) for a in again)
+    assert replies(again) == [first] and first["flushed"] == ["a"]
+
+
 # -- a session no worker runs: answered from its record (the worker's not-live path, the API) ----
 
 
