@@ -44,12 +44,13 @@ from redis.asyncio import Redis
 
 from bench.latency import percentiles
 from bench.rtp_quality import Sent, combined, quality
-from tests.conftest import ARI_AUTH, ARI_URL, RTP_PORTS, asterisk_pid, bring_up
-from tests.e2e.api_fixtures import Api, start_api, stop_api
+from bench.stack import bench_stack
+from tests.conftest import RTP_PORTS, asterisk_pid, bring_up
+from tests.e2e.api_fixtures import Api
 from tests.e2e.conftest import our_leftovers
-from tests.e2e.processes import REDIS_URL, SIP_PORT, WorkerProcess
+from tests.e2e.processes import SIP_PORT
 from tests.telephony.analysis import SPEECH_THRESHOLD_DBFS, level_dbfs
-from tests.telephony.ari import Ari, AriEvents
+from tests.telephony.ari import AriEvents
 from tests.telephony.capture import RtpCapture, RtpPacket
 from tests.telephony.media import CODECS
 from tests.telephony.rtp_pcap import write_rtp_pcap
@@ -391,37 +392,22 @@ async def main() -> None:
         raise SystemExit(problem)
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     websocket = "1" if args.transport == "websocket" else "0"
-    worker = WorkerProcess(
-        f"bench-{os.getpid()}", workdir / "worker.log", SPEAKING_NARROWBAND_WEBSOCKET=websocket
-    )
-    await worker.start()
-    redis = Redis.from_url(REDIS_URL)
-    caps = {"SPEAKING_API_MAX_COMMANDS_IN_FLIGHT": "2000"}
-    caps |= {"SPEAKING_API_MAX_REQUESTS_IN_FLIGHT_PER_CUSTOMER": "2000"}
-    api = await start_api(redis, workdir / "api.log", **caps)
-    ari = Ari(ARI_URL, ARI_AUTH)
-    events = await ari.events(f"bench-load-{os.getpid()}")
-    log = EventLog(redis)
-    await log.start()
-    asterisk = asterisk_pid()
-    pids = {"worker": worker.proc.pid, "api": api.process.proc.pid, "asterisk": asterisk}  # type: ignore[union-attr]
     results = []
-    try:
-        for n in (int(v) for v in args.calls.split(",")):
-            work = workdir / f"n{n}"
-            work.mkdir()
-            result = await run(n, api, events, log, pids, args.voice, work)
-            result["leftovers"] = await our_leftovers(ari)
-            results.append(result)
-            print_row(result)
-            write(results, args.voice, args.transport)  # after each N: a later may not finish
-    finally:
-        await log.stop()
-        await events.close()
-        await ari.close()
-        await stop_api(api)
-        await worker.stop()
-        await redis.aclose()
+    async with bench_stack("bench-load", workdir, SPEAKING_NARROWBAND_WEBSOCKET=websocket) as s:
+        log = EventLog(s.redis)
+        await log.start()
+        pids = s.pids() | {"asterisk": asterisk_pid()}
+        try:
+            for n in (int(v) for v in args.calls.split(",")):
+                work = workdir / f"n{n}"
+                work.mkdir()
+                result = await run(n, s.api, s.events, log, pids, args.voice, work)
+                result["leftovers"] = await our_leftovers(s.ari)
+                results.append(result)
+                print_row(result)
+                write(results, args.voice, args.transport)  # after each N: a later may not end
+        finally:
+            await log.stop()
     print(f"\nwritten to {RESULTS / f'load-{args.transport}.json'}")
 
 

@@ -40,9 +40,8 @@ from redis.asyncio import Redis
 from bench import write_results
 from bench.load import SENTENCE, Calls, EventLog, post_all
 from bench.redis_stats import Delta, RedisStats
+from bench.stack import Stack, bench_stack
 from tests.conftest import (
-    ARI_AUTH,
-    ARI_URL,
     INSTANCE,
     REDIS_PORT,
     ROOT,
@@ -50,10 +49,10 @@ from tests.conftest import (
     bring_up,
     redis_ctl,
 )
-from tests.e2e.api_fixtures import Api, start_api, stop_api
+from tests.e2e.api_fixtures import Api
 from tests.e2e.conftest import our_leftovers
-from tests.e2e.processes import REDIS_URL, WorkerProcess
-from tests.telephony.ari import Ari, AriEvents
+from tests.e2e.processes import REDIS_URL
+from tests.telephony.ari import AriEvents
 from worker.store import Keys
 
 KEYS = Keys()  # the default prefix, as the worker and the API run here
@@ -183,14 +182,12 @@ def row(label: str, n: int, p: dict[str, Any]) -> None:
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-redis-ops-"))
-    worker = WorkerProcess(f"bench-ops-{os.getpid()}", work / "worker.log")
-    await worker.start()
-    redis = Redis.from_url(REDIS_URL)
-    caps = {"SPEAKING_API_MAX_COMMANDS_IN_FLIGHT": "2000"}
-    caps |= {"SPEAKING_API_MAX_REQUESTS_IN_FLIGHT_PER_CUSTOMER": "2000"}
-    api = await start_api(redis, work / "api.log", **caps)
-    ari = Ari(ARI_URL, ARI_AUTH)
-    events = await ari.events(f"bench-redis-ops-{os.getpid()}")
+    async with bench_stack("bench-ops", work) as stack:
+        return await _measure(args, stack, work)
+
+
+async def _measure(args: argparse.Namespace, stack: Stack, work: Path) -> dict[str, Any]:
+    api, events, ari = stack.api, stack.events, stack.ari
     stats = RedisStats(REDIS_URL)
     results: dict[str, Any] = {"options": vars(args)}
     try:
@@ -212,11 +209,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             row(f"per say ({r['events_per_say']:g} events)", n, r["per_say"])
     finally:
         await stats.close()
-        await events.close()
-        await ari.close()
-        await stop_api(api)
-        await worker.stop()
-        await redis.aclose()
     return results
 
 

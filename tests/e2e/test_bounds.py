@@ -29,31 +29,39 @@ from worker.store import LOCK_TTL_MS, Keys
 pytestmark = pytest.mark.e2e
 
 
+@contextlib.asynccontextmanager
+async def private_stack(
+    redis: Redis, tmp_path: Path, name: str, api_env: dict[str, str], **worker_env: str
+) -> AsyncIterator[tuple[WorkerProcess, Api]]:
+    """A worker (``worker_env`` its limits) and an API, alone on the private Redis."""
+    env = {"SPEAKING_REDIS_URL": PRIVATE_REDIS_URL}
+    worker_id = f"{name}-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(worker_id, tmp_path / "worker.log", **worker_env, **env)
+    await worker.start()
+    try:
+        api = await start_api(redis, tmp_path / "api.log", **api_env, **env)
+        try:
+            yield worker, api
+        finally:
+            await stop_api(api)
+    finally:
+        assert await worker.stop() == 0
+
+
 @pytest.fixture
 async def small(private_redis: Redis, tmp_path: Path) -> AsyncIterator[tuple[WorkerProcess, Api]]:
     """A worker with small limits and an API, alone on a private Redis."""
-    env = {"SPEAKING_REDIS_URL": PRIVATE_REDIS_URL}
-    worker = WorkerProcess(
-        f"small-{uuid.uuid4().hex[:6]}",
-        tmp_path / "worker.log",
+    async with private_stack(
+        private_redis,
+        tmp_path,
+        "small",
+        {"SPEAKING_API_MAX_EVENT_STREAMS_PER_CUSTOMER": "2"},
         SPEAKING_MAX_SESSIONS="1",
         SPEAKING_MAX_QUEUED_SAYS="3",
         SPEAKING_MAX_QUEUED_CHARS="600",
         SPEAKING_MAINTENANCE_INTERVAL_S="1",
-        **env,
-    )
-    await worker.start()
-    api = await start_api(
-        private_redis,
-        tmp_path / "api.log",
-        SPEAKING_API_MAX_EVENT_STREAMS_PER_CUSTOMER="2",
-        **env,
-    )
-    try:
-        yield worker, api
-    finally:
-        await stop_api(api)
-        assert await worker.stop() == 0
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -61,21 +69,15 @@ async def one_piper(
     private_redis: Redis, tmp_path: Path
 ) -> AsyncIterator[tuple[WorkerProcess, Api]]:
     """A worker whose piper voice serves one session at once (espeak-ng unbounded)."""
-    env = {"SPEAKING_REDIS_URL": PRIVATE_REDIS_URL}
-    worker = WorkerProcess(
-        f"piper1-{uuid.uuid4().hex[:6]}",
-        tmp_path / "worker.log",
+    async with private_stack(
+        private_redis,
+        tmp_path,
+        "piper1",
+        {},
         SPEAKING_OFFLINE_PIPER_SESSIONS="1",
         SPEAKING_OFFLINE_ESPEAK_SESSIONS="0",
-        **env,
-    )
-    await worker.start()
-    api = await start_api(private_redis, tmp_path / "api.log", **env)
-    try:
-        yield worker, api
-    finally:
-        await stop_api(api)
-        assert await worker.stop() == 0
+    ) as stack:
+        yield stack
 
 
 async def test_a_full_offline_voice_family_refuses_a_create_until_a_session_stops(
