@@ -24,30 +24,24 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from worker.admission import Usage
-from worker.ari import AriClient, AriError
+from worker.ari import AriError
 from worker.call_media import CallMedia
-from worker.commands import Create, Flush, Say
+from worker.commands import Create
 from worker.conference_media import ConferenceMedia
 from worker.direction import whisper_for
 from worker.engines.base import Engine, EngineError, Synthesis, Voice
-from worker.engines.registry import EngineRegistry
 from worker.errors import CommandError, ErrorCode, conflict, unavailable
 from worker.events import Event
 from worker.media_format import MediaFormat, media_format_for
 from worker.media_path import MediaPath
-from worker.metrics import Registry
 from worker.model import ReferenceType
-from worker.pacer import Pacer
 from worker.redis_retry import retry_through_outage
-from worker.replies import ReplyWriter
-from worker.resources import ARI_FAILURES, ChannelWaiters
-from worker.say_queue import Limits
+from worker.resources import ARI_FAILURES
 from worker.session import Phase, ProtocolViolation, SessionProtocol
 from worker.session_messages import (
     Action,
@@ -58,6 +52,7 @@ from worker.session_messages import (
     Enqueue,
     Flushed,
     FlushPlayback,
+    Inbound,
     Input,
     InternalError,
     LockClaimed,
@@ -65,7 +60,6 @@ from worker.session_messages import (
     Publish,
     Received,
     Reply,
-    SessionCommand,
     SetupDone,
     SetupFailed,
     StartPlayback,
@@ -75,55 +69,12 @@ from worker.session_messages import (
     TearDown,
 )
 from worker.session_playback import SessionPlayback
-from worker.store import Store
-from worker.synthesis_cache import SynthesisCache
+from worker.session_services import SessionServices
 
 log = logging.getLogger(__name__)
 
 #: How long a create waits for the ARI events connection to come back.
 ARI_WAIT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """A command read from the stream, to be answered and acknowledged once applied.
-    ``expires_at_ms``: when its sender stops waiting (0: never)."""
-
-    entry_id: str
-    command: SessionCommand
-    expires_at_ms: int = 0
-
-    def expired(self, now_ms: float) -> bool:
-        """A create, say or flush applied after its sender gave up would surprise it (a
-        session nobody knows of, speech out of turn); a late stop or delete is harmless."""
-        late = self.expires_at_ms and now_ms > self.expires_at_ms
-        return bool(late) and isinstance(self.command, Create | Say | Flush)
-
-
-@dataclass
-class SessionServices:
-    """What runners need from their worker: narrow interfaces, never the worker itself."""
-
-    store: Store
-    ari: AriClient
-    waiters: ChannelWaiters
-    engines: EngineRegistry
-    pacer: Pacer
-    metrics: Registry
-    emit: Callable[[Event], None]
-    replies: ReplyWriter
-    resource_tag: str
-    rtp_host: str
-    wideband_websocket: bool
-    #: Narrowband (mu-law) sessions over chan_websocket too, instead of RTP.
-    narrowband_websocket: bool
-    limits: Limits
-    #: Why a new session using this provider and voice cannot be admitted now
-    #: (capacity), or None (worker/admission.py).
-    admit: Callable[[Usage], CommandError | None]
-    cache: SynthesisCache | None = None
-    #: The dialplan context whose Local channels join ConfBridge rooms.
-    confbridge_context: str = "speaking-confbridge"
 
 
 class SessionRunner:

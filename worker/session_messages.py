@@ -15,6 +15,22 @@ from worker.model import Speaking, StopReason
 SessionCommand = Create | Say | Flush | Stop | Delete
 
 
+@dataclass(frozen=True)
+class Inbound:
+    """A command read from the stream, to be answered and acknowledged once applied.
+    ``expires_at_ms``: when its sender stops waiting (0: never)."""
+
+    entry_id: str
+    command: SessionCommand
+    expires_at_ms: int = 0
+
+    def expired(self, now_ms: float) -> bool:
+        """A create, say or flush applied after its sender gave up would surprise it (a
+        session nobody knows of, speech out of turn); a late stop or delete is harmless."""
+        late = self.expires_at_ms and now_ms > self.expires_at_ms
+        return bool(late) and isinstance(self.command, Create | Say | Flush)
+
+
 class Step(enum.Enum):
     """Teardown steps, in order. Each is retried until it succeeds."""
 

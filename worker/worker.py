@@ -46,10 +46,11 @@ from worker.redis_retry import (
 )
 from worker.replies import ReplyWriter
 from worker.resources import ARI_FAILURES, ChannelWaiters, resource_tag
-from worker.runner import Inbound, SessionRunner, SessionServices
+from worker.runner import SessionRunner
 from worker.say_queue import Limits
-from worker.session_messages import ChannelGone, Reply, Shutdown
+from worker.session_messages import ChannelGone, Inbound, Reply, Shutdown
 from worker.session_playback import describe_playback_metrics
+from worker.session_services import SessionServices
 from worker.store import Store
 from worker.supervisor import Supervisor
 from worker.synthesis_cache import SynthesisCache

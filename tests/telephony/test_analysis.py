@@ -42,7 +42,8 @@ def test_the_same_speech_reads_1_and_half_the_amplitude_reads_half() -> None:
 
 def test_a_half_sample_delay_from_mixing_at_16_khz_is_not_read_as_a_loss() -> None:
     """ConfBridge mixing 8 kHz parties at 16 kHz can delay by one 16 kHz sample; at a
-    whole-sample alignment the least-squares gain of such speech read 0.71 (seen once in a full run)."""
+    whole-sample alignment the least-squares gain of such speech read 0.71 (seen once
+    in a full run)."""
     x = voiced()
     wide = np.roll(soxr.resample(x, 8000, 16000), 1)
     back = np.asarray(soxr.resample(wide, 16000, 8000), dtype=np.float64)
