@@ -15,6 +15,10 @@ class Settings:
     worker_id: str = field(default_factory=socket.gethostname)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "speaking"
+    #: Deployment-wide event streams: 1 is the one stream ``<prefix>:events``; more
+    #: shard it by session (``<prefix>:events:{s<k>}``) so a Redis Cluster spreads it.
+    #: Every worker of a deployment must use the same number.
+    event_shards: int = 1
     ari_url: str = "http://127.0.0.1:8088/ari"
     ari_user: str = "speaking"
     ari_password: str = ""

@@ -58,13 +58,13 @@ async def serve_metrics(worker: Worker, settings: Settings) -> web.AppRunner | N
 SHUTDOWN_LIMIT_S = 16.0
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, keys: Keys) -> int:
     # Timeouts: a frozen Redis must fail a call, not hang it (the command reader blocks
     # for 1 s at a time, well inside the read timeout).
     redis = connect(settings.redis_url, settings.redis_connections, socket_timeout=5.0)
     worker = Worker(
         settings,
-        Store(redis, settings.worker_id, Keys(settings.redis_prefix)),
+        Store(redis, settings.worker_id, keys),
         build_engines(settings),
         Registry(),
     )
@@ -114,9 +114,13 @@ async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        keys = Keys(settings.redis_prefix, settings.event_shards)
+    except ValueError as exc:  # a bad setting: say which, without a traceback
+        raise SystemExit(f"speaking worker: {exc}") from None
     logs.configure(settings.log_level)
-    raise SystemExit(asyncio.run(run(settings)))
+    raise SystemExit(asyncio.run(run(settings, keys)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ _TRUE = ("1", "true", "yes", "on")
 
 def from_env(cls: type[T], variables: Mapping[str, str], env: Mapping[str, str] | None = None) -> T:
     """``cls(**fields)`` where each field named in ``variables`` is read from the environment
-    variable it maps to, if set, and converted to the field's declared type."""
+    variable it maps to, if set, and converted to the field's declared type. Raises
+    ValueError naming the variable when a number does not parse."""
     env = os.environ if env is None else env
     fields: dict[str, Any] = getattr(cls, "__dataclass_fields__")  # noqa: B009
     kwargs: dict[str, object] = {}
@@ -22,10 +23,12 @@ def from_env(cls: type[T], variables: Mapping[str, str], env: Mapping[str, str] 
         if value is None:
             continue
         kind = fields[name].type
-        if kind == "int":
-            kwargs[name] = int(value)
-        elif kind == "float":
-            kwargs[name] = float(value)
+        if kind in ("int", "float"):
+            try:
+                kwargs[name] = int(value) if kind == "int" else float(value)
+            except ValueError:
+                what = "a whole number" if kind == "int" else "a number"
+                raise ValueError(f"{variable} must be {what}, got {value!r}") from None
         elif kind == "bool":
             kwargs[name] = value.strip().lower() in _TRUE
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ from worker.model import Speaking, Status
 GROUP = "speaking-workers"
 RESULT_TTL_S = 24 * 3600
 REPLY_TTL_S = 300
-EVENTS_MAXLEN = 100_000
+EVENTS_MAXLEN = 100_000  # over all shards of the deployment-wide stream
+MAX_EVENT_SHARDS = 1024
 SESSION_EVENTS_MAXLEN = 1_000
 #: Senders cap the command stream at about this many entries; the worker also trims
 #: what it has acknowledged (``trim_commands``).
@@ -59,10 +61,17 @@ class Keys:
     hash tag (``{...}``) and land in the worker's slot. Every other write touches one key
     per command. Raises ValueError for a prefix with braces (it would become the tag)."""
 
-    def __init__(self, prefix: str = "speaking") -> None:
+    def __init__(self, prefix: str = "speaking", event_shards: int = 1) -> None:
+        """Raises ValueError for a prefix with braces or event_shards outside 1-1024."""
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"the Redis key prefix may not contain braces, got {prefix!r}")
+        if not 1 <= event_shards <= MAX_EVENT_SHARDS:
+            raise ValueError(
+                f"event shards (SPEAKING_EVENT_SHARDS) must be 1 to {MAX_EVENT_SHARDS}, "
+                f"got {event_shards}"
+            )
         self.prefix = prefix
+        self.event_shards = event_shards
 
     def commands(self, worker_id: str) -> str:
         return f"{self.prefix}:commands:{{{worker_id}}}"
@@ -91,6 +100,21 @@ class Keys:
     def events(self) -> str:
         return f"{self.prefix}:events"
 
+    def events_of(self, speaking_id: str) -> str:
+        """The deployment-wide stream a session's events go to: ``events()`` itself, or
+        with shards, ``<prefix>:events:{s<k>}`` for k = crc32(id) mod shards, so one
+        session's events stay in order on one stream and the shards spread over a
+        cluster's slots (one global stream is one hot key: docs/scaling.md)."""
+        if self.event_shards == 1:
+            return self.events()
+        return f"{self.prefix}:events:{{s{zlib.crc32(speaking_id.encode()) % self.event_shards}}}"
+
+    def event_streams(self) -> list[str]:
+        """Every deployment-wide event stream, for a consumer that follows them all."""
+        if self.event_shards == 1:
+            return [self.events()]
+        return [f"{self.prefix}:events:{{s{k}}}" for k in range(self.event_shards)]
+
     def session_events(self, speaking_id: str) -> str:
         return f"{self.prefix}:events:{speaking_id}"
 
@@ -103,6 +127,7 @@ class Store:
         self.worker_id = worker_id
         self.keys = keys or Keys()
         self._stream = self.keys.commands(worker_id)
+        self._events_maxlen = max(1000, EVENTS_MAXLEN // self.keys.event_shards)
         self._release = redis.register_script(_RELEASE)
         self._refresh = redis.register_script(_REFRESH)
         #: Called with each entry id once it is acknowledged (the worker's in-flight set).
@@ -259,7 +284,8 @@ class Store:
             for event in events:
                 fields: Any = event.to_fields()
                 session = self.keys.session_events(event.speaking_id)
-                pipe.xadd(self.keys.events(), fields, maxlen=EVENTS_MAXLEN, approximate=True)
+                every = self.keys.events_of(event.speaking_id)
+                pipe.xadd(every, fields, maxlen=self._events_maxlen, approximate=True)
                 pipe.xadd(session, fields, maxlen=SESSION_EVENTS_MAXLEN, approximate=True)
                 pipe.expire(session, STOPPED_SESSION_TTL_S)
             await pipe.execute()
@@ -286,6 +312,10 @@ class Store:
     async def heartbeat(self, info: dict[str, Any]) -> None:
         body = json.dumps({**info, "worker_id": self.worker_id, "seen": time.time()})
         await self.redis.hset(self.keys.workers(), self.worker_id, body)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """Drop a long-dead worker's heartbeat from the directory."""
+        await self.redis.hdel(self.keys.workers(), worker_id)
 
     async def workers(self) -> dict[str, dict[str, Any]]:
         """Every worker's last heartbeat, live or not."""

@@ -43,16 +43,32 @@ class ServiceProcess:
 
     async def start(self, within_s: float = 30.0) -> None:
         """Start it and return once it logged its ready line; AssertionError (with the
-        log's tail) if it did not within ``within_s``, and the process is stopped."""
+        log's tail) if it exited first, or did not get ready within ``within_s`` (then it
+        is stopped)."""
         await self.launch()
+        assert self.proc is not None
+        ready = asyncio.create_task(self._ready.wait())
+        exited = asyncio.create_task(self.proc.wait())
         try:
-            async with asyncio.timeout(within_s):
-                await self._ready.wait()
-        except TimeoutError:
-            await self.stop(signal.SIGKILL)
+            await asyncio.wait(
+                {ready, exited}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (ready, exited):
+                task.cancel()
+        if self._ready.is_set():
+            return
+        if self.proc.returncode is not None:
+            if self._log_task is not None:  # the rest of what it said
+                await asyncio.wait({self._log_task}, timeout=5)
             raise AssertionError(
-                f"{self.module} did not get ready within {within_s} s:\n" + self.tail()
-            ) from None
+                f"{self.module} exited ({self.proc.returncode}) before it was ready:\n"
+                + self.tail()
+            )
+        await self.stop(signal.SIGKILL)
+        raise AssertionError(
+            f"{self.module} did not get ready within {within_s} s:\n" + self.tail()
+        )
 
     async def launch(self) -> None:
         """Start the process without waiting for it to be ready."""

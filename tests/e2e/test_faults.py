@@ -296,6 +296,25 @@ async def test_pending_commands_are_replayed_once_after_a_crash(
             assert await restarted.stop() == 0
 
 
+async def test_a_long_dead_workers_heartbeat_leaves_the_directory(
+    redis: Redis, worker: WorkerProcess
+) -> None:
+    """A worker that died a day ago (no lease) left its heartbeat in ``speaking:workers``:
+    the live worker's janitor drops it, and leaves one with a fresh heartbeat alone."""
+    now = time.time()
+    gone = {"worker_id": "gone-x", "tag": "0badc0de", "seen": now - 25 * 3600}
+    fresh = {"worker_id": "fresh-x", "tag": "0badf00d", "seen": now + 30}
+    directory = "speaking:workers"
+    await redis.hset(directory, mapping={"gone-x": json.dumps(gone), "fresh-x": json.dumps(fresh)})
+    try:
+        async with asyncio.timeout(10):  # the janitor sweeps every 2 s; no event says it did
+            while await redis.hexists(directory, "gone-x"):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert await redis.hexists(directory, "fresh-x")
+    finally:
+        await redis.hdel(directory, "gone-x", "fresh-x")
+
+
 async def test_a_command_lost_without_an_error_is_sent_again(redis: Redis, tmp_path: Path) -> None:
     """A Sentinel failover can drop an entry the old primary took, with no error on
     either side (replication is asynchronous). Here the entry is deleted while the

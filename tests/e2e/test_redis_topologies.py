@@ -37,6 +37,9 @@ async def _no_leftovers(ari_url: str) -> None:
         await ari.close()
 
 
+EVENT_SHARDS = 4
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[tuple[str, Redis]]:
     async with redis_cluster() as url:
@@ -51,16 +54,15 @@ async def test_two_machines_share_a_redis_cluster(
     cluster: tuple[str, Redis], tmp_path: Path, call: CallFactory
 ) -> None:
     """Two workers beside two Asterisks and one API tier, all on the cluster: the scale-out
-    scenario passes unchanged, the keys spread over all three primaries, and each
-    worker's transactions (reply + result + XACK) stayed in its hash slot."""
+    scenario passes unchanged, the keys spread over all three primaries, each worker's
+    transactions (reply + result + XACK) stayed in its hash slot, and the deployment-wide
+    event stream, sharded, is written to its shards only."""
     url, redis = cluster
     await asyncio.to_thread(asterisk_ctl, "start", SECOND)
-    here = WorkerProcess(f"a-{uuid.uuid4().hex[:6]}", tmp_path / "a.log", SPEAKING_REDIS_URL=url)
+    env = {"SPEAKING_REDIS_URL": url, "SPEAKING_EVENT_SHARDS": str(EVENT_SHARDS)}
+    here = WorkerProcess(f"a-{uuid.uuid4().hex[:6]}", tmp_path / "a.log", **env)
     there = WorkerProcess(
-        f"b-{uuid.uuid4().hex[:6]}",
-        tmp_path / "b.log",
-        SPEAKING_REDIS_URL=url,
-        SPEAKING_ARI_URL=SECOND_ARI,
+        f"b-{uuid.uuid4().hex[:6]}", tmp_path / "b.log", SPEAKING_ARI_URL=SECOND_ARI, **env
     )
     api: Api | None = None
     try:
@@ -74,6 +76,9 @@ async def test_two_machines_share_a_redis_cluster(
         for worker in (here, there):  # every command answered and acknowledged
             pending = await redis.xpending(Keys().commands(worker.worker_id), GROUP)
             assert pending["pending"] == 0
+        shards = Keys(event_shards=EVENT_SHARDS).event_streams()
+        assert sum([await redis.xlen(s) for s in shards]) > 0
+        assert not await redis.exists(Keys().events())
     finally:
         if api is not None:
             await stop_api(api)

@@ -69,3 +69,21 @@ def test_a_full_pool_is_not_taken_for_a_failed_redis() -> None:
     assert not pool_exhausted(RedisConnectionError("Error 111 connecting. Connection refused."))
     assert unblocked_by_failover(ResponseError("UNBLOCKED force unblock from blocking operation"))
     assert not unblocked_by_failover(ResponseError("WRONGTYPE Operation against a key"))
+
+
+def test_sharded_event_streams_spread_over_slots_and_keep_a_session_on_one() -> None:
+    keys = Keys(event_shards=16)
+    streams = keys.event_streams()
+    assert len(set(streams)) == 16 and len({key_slot(s.encode()) for s in streams}) == 16
+    ids = [f"00000000-0000-0000-0000-{n:012d}" for n in range(200)]
+    assert {keys.events_of(i) for i in ids} == set(streams)  # every shard gets sessions
+    assert all(keys.events_of(i) == keys.events_of(i) for i in ids)
+    assert Keys().events_of(ids[0]) == Keys().events() == "speaking:events"  # unsharded
+
+
+@pytest.mark.parametrize("shards", [0, 1025])
+def test_event_shards_out_of_range_are_refused(shards: int) -> None:
+    with pytest.raises(
+        ValueError, match=r"event shards \(SPEAKING_EVENT_SHARDS\) must be 1 to 1024"
+    ):
+        Keys(event_shards=shards)

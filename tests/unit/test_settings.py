@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from worker.api.settings import ApiSettings
 from worker.config import Settings
 
@@ -38,3 +40,12 @@ def test_api_settings_from_env_and_defaults() -> None:
     )
     assert (settings.port, settings.tenancy_check) == (9090, False)
     assert (settings.default_provider, settings.command_timeout_s) == ("offline", 2.5)
+
+
+def test_a_number_that_does_not_parse_names_its_variable() -> None:
+    with pytest.raises(
+        ValueError, match="SPEAKING_MAX_SESSIONS must be a whole number, got 'lots'"
+    ):
+        Settings.from_env({"SPEAKING_MAX_SESSIONS": "lots"})
+    with pytest.raises(ValueError, match="SPEAKING_API_COMMAND_TIMEOUT_S must be a number"):
+        ApiSettings.from_env({"SPEAKING_API_COMMAND_TIMEOUT_S": "10s"})

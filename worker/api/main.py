@@ -67,7 +67,10 @@ def main() -> None:
             f"--customer {args.customer!r} is not a customer id: 1-64 characters, letters, "
             "digits, '.', '_', ':' or '-'"
         )
-    settings = ApiSettings.from_env()
+    try:
+        settings = ApiSettings.from_env()
+    except ValueError as exc:  # a bad setting: say which, without a traceback
+        raise SystemExit(f"speaking-api: {exc}") from None
     if args.command:
         asyncio.run(manage_keys(settings, args))
         return
