@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
 from bench import write_results
 from bench.latency import percentiles
 from bench.load import cpu_ms
@@ -115,11 +117,24 @@ class Probe:
 
 
 async def locate_cell(
-    directory: WorkerDirectory, probe: Probe, workers: list[str], conc: int, total: int
+    directory: WorkerDirectory,
+    probe: Probe,
+    workers: list[str],
+    conc: int,
+    total: int,
+    hints: Redis | None = None,
 ) -> tuple[list[float], dict[str, int], Delta, float, float, float]:
     """``total`` locates in bursts of ``conc``: latencies (ms), failures by kind, Redis
-    delta, API CPU s, fleet CPU s, wall s."""
+    delta, API CPU s, fleet CPU s, wall s. With ``hints``, each call's routing hint
+    (``speaking:where:call:<id>``, as a real worker publishes it) is written first,
+    outside the measurement."""
     rng = random.Random(conc * 1000 + len(workers))
+    holders = [rng.choice(workers) for _ in range(total)]
+    if hints is not None:
+        async with hints.pipeline(transaction=False) as pipe:
+            for n, holder in enumerate(holders):
+                pipe.set(Keys(PREFIX).call_location(f"{holder}-call-{n}"), holder, ex=600)
+            await pipe.execute()
     latencies: list[float] = []
     failures: dict[str, int] = {}
 
@@ -127,7 +142,7 @@ async def locate_cell(
         failures[kind] = failures.get(kind, 0) + 1
 
     async def one(n: int) -> None:
-        holder = rng.choice(workers)
+        holder = holders[n]
         started = time.perf_counter()
         try:
             found: Located | None = await directory.locate("call", f"{holder}-call-{n}")
@@ -180,9 +195,10 @@ async def run_fleet(
         background, _, fleet_idle = await probe.measure(lambda: asyncio.sleep(args.idle_s))
         cells = []
         for conc in args.concurrency:
-            await locate_cell(directory, probe, workers, conc, conc)  # warm: pools connected
+            hints = pools.main if args.hinted else None
+            await locate_cell(directory, probe, workers, conc, conc, hints)  # warm the pools
             lat, failures, delta, cpu, fleet_cpu, wall = await locate_cell(
-                directory, probe, workers, conc, args.locates
+                directory, probe, workers, conc, args.locates, hints
             )
             done = args.locates  # failed ones did their Redis work too
             cell = {
@@ -299,6 +315,9 @@ def main() -> None:
     parser.add_argument("--parallel-lookups", action="store_true", help="not one at a time")
     parser.add_argument("--idle-s", type=float, default=8.0, help="background window")
     parser.add_argument("--redis-port", type=int, default=6460)
+    parser.add_argument(
+        "--hinted", action="store_true", help="each call's routing hint published first"
+    )
     parser.add_argument("--out", default="locate-fanout", help="bench/results/<out>.json")
     args = parser.parse_args()
     args.concurrency = [int(v) for v in args.concurrency.split(",")]

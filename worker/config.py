@@ -45,6 +45,10 @@ class Settings:
     #: Serve narrowband calls mu-law over chan_websocket too ("1"), instead of RTP ("0");
     #: the numbers behind the default are in docs/scaling.md.
     narrowband_websocket: bool = False
+    #: Name this worker in Redis as where each of its Asterisk's channels is (every 2 s,
+    #: from the janitor's channel list), so the API routes a create to it alone instead
+    #: of asking every worker (``locate`` fan-out); "0" turns it off.
+    publish_calls: bool = True
     #: Prefer the fast espeak-ng voice over piper for the offline provider's default.
     offline_default_voice: str = "en_US-joe-medium"
     #: Initiating/active sessions at once; a create past it is refused ``unavailable``.

@@ -15,7 +15,7 @@ from worker.config import Settings
 from worker.engines.registry import EngineRegistry
 from worker.recovery import Recovery
 from worker.redis_retry import REDIS_OUTAGE
-from worker.resources import ARI_FAILURES
+from worker.resources import ARI_FAILURES, is_ours
 from worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: A pending entry idle this long was lost (its reply could not be written, its task died).
 RECLAIM_IDLE_MS = 60_000
 JANITOR_S = 2.0
+#: A call's routing hint outlives a few missed rounds, not the call by much.
+CALL_HINT_TTL_S = int(3 * JANITOR_S)
 VOICES_REFRESH_S = 3600.0
 VOICES_TTL_S = 2 * 3600
 REDIS_OR_ARI: tuple[type[Exception], ...] = (*REDIS_OUTAGE, *ARI_FAILURES)
@@ -74,11 +76,20 @@ class Maintenance:
                 continue
 
     async def janitor(self) -> None:
-        """Adopt what dead workers of this deployment left in this Asterisk."""
+        """Adopt what dead workers of this deployment left in this Asterisk, and (with
+        ``publish_calls``) name this worker as where each of its Asterisk's calls is, so
+        the API routes a create without asking every worker (docs/scaling.md). One
+        channel list serves both."""
         while True:
             await asyncio.sleep(JANITOR_S)
             try:
-                await self.recovery.sweep()
+                channels = await self.recovery.ari.list_channels()
+                await self.recovery.sweep(channels)
+                if self.settings.publish_calls:
+                    calls = [str(c.get("id", "")) for c in channels]
+                    await self.store.publish_calls(
+                        [c for c in calls if c and not is_ours(c)], CALL_HINT_TTL_S
+                    )
             except REDIS_OR_ARI as exc:
                 log.debug("sweep skipped", extra={"error": type(exc).__name__})
 

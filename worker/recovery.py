@@ -63,11 +63,14 @@ class Recovery:
             await self._lose(speaking_id, self.store.worker_id)
         return await self.sweep()
 
-    async def sweep(self) -> int:
+    async def sweep(self, channels: list[dict[str, object]] | None = None) -> int:
         """Remove resources of ours whose session is not live here, and adopt those of
-        dead workers of this deployment. Returns how many resources were removed."""
+        dead workers of this deployment. ``channels``: Asterisk's channel list, if the
+        caller has just read it. Returns how many resources were removed."""
         dead = await self._dead_tags()
-        found = [("channel", str(c.get("id", ""))) for c in await self.ari.list_channels()]
+        if channels is None:
+            channels = await self.ari.list_channels()
+        found = [("channel", str(c.get("id", ""))) for c in channels]
         found += [("bridge", str(b.get("id", ""))) for b in await self.ari.list_bridges()]
         doomed: list[tuple[str, str]] = []
         lost: dict[str, str] = {}  # speaking id -> the worker that ran it

@@ -100,6 +100,10 @@ class Keys:
     def events(self) -> str:
         return f"{self.prefix}:events"
 
+    def call_location(self, channel_id: str) -> str:
+        """Which worker's Asterisk holds a channel (a routing hint; docs/scaling.md)."""
+        return f"{self.prefix}:where:call:{channel_id}"
+
     def events_of(self, speaking_id: str) -> str:
         """The deployment-wide stream a session's events go to: ``events()`` itself, or
         with shards, ``<prefix>:events:{s<k>}`` for k = crc32(id) mod shards, so one
@@ -312,6 +316,15 @@ class Store:
     async def heartbeat(self, info: dict[str, Any]) -> None:
         body = json.dumps({**info, "worker_id": self.worker_id, "seen": time.time()})
         await self.redis.hset(self.keys.workers(), self.worker_id, body)
+
+    async def publish_calls(self, channel_ids: list[str], ttl_s: int) -> None:
+        """Name this worker as where each channel is, for ``ttl_s`` (refreshed sooner)."""
+        if not channel_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel_id in channel_ids:
+                pipe.set(self.keys.call_location(channel_id), self.worker_id, ex=ttl_s)
+            await pipe.execute()
 
     async def forget_worker(self, worker_id: str) -> None:
         """Drop a long-dead worker's heartbeat from the directory."""

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -85,3 +86,33 @@ async def speak_on_both_machines(
     for c in (here, there):
         assert count_loud(c.received("caller")) > 30
         assert count_loud(c.received("callee")) == 0
+
+
+async def test_a_published_call_is_routed_to_its_worker_alone(
+    api: Api,
+    worker: WorkerProcess,
+    second_worker: WorkerProcess,
+    redis: Redis,
+    call: CallFactory,
+) -> None:
+    """Each worker names itself in Redis as where its Asterisk's calls are (every 2 s,
+    from its janitor's channel list). Once the second machine's call is published, a
+    create goes to that machine's worker without asking the other: the first worker's
+    command stream gets no ``locate`` for it."""
+    async with call(sip_port=SECOND_SIP, ari_url=SECOND_ARI) as there:
+        hint = Keys().call_location(there.caller_channel_id)
+        async with asyncio.timeout(10):  # the janitor's next round; no event says it ran
+            while await redis.get(hint) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert await redis.get(hint) == second_worker.worker_id.encode()
+        speaking = await create(api, there, direction="in")
+        owner = await redis.hget(Keys().session(speaking["id"]), "worker_id")
+        assert owner == second_worker.worker_id.encode()
+        asked: Any = await redis.xrange(Keys().commands(worker.worker_id))
+        reference = there.caller_channel_id.encode()
+        assert not [
+            f
+            for _, f in asked
+            if f.get(b"type") == b"locate" and f.get(b"reference_id") == reference
+        ]
+        assert (await api.call("POST", f"/v1.0/speakings/{speaking['id']}/stop"))[0] == 200

@@ -1,8 +1,11 @@
 """Which workers are alive, and which one's Asterisk holds a given call.
 
-Workers announce themselves every 5 s in ``speaking:workers``. To route a create the
-API asks every live worker at once (a ``locate`` command) and picks the one whose
-Asterisk has the channel: one round trip, whatever the number of workers.
+Workers announce themselves every second in ``speaking:workers``. To route a create the
+API asks the worker that last named itself as where the call is
+(``speaking:where:call:<id>``, published every 2 s from each worker's channel list); if
+there is no such hint, or that worker does not find the call, it asks every other live
+worker at once (a ``locate`` command) and picks the one whose Asterisk has the channel.
+The hint saves asking W workers; the answer still comes from a worker that looked.
 """
 
 from __future__ import annotations
@@ -66,13 +69,22 @@ class WorkerDirectory:
         Raises Unreachable if none does but some worker could not tell.
         """
         workers = list(await self.live())
+        unsure = False
+        if reference_type == "call":
+            hint = await self._redis.get(self._keys.call_location(reference_id))
+            hinted = _s(hint) if hint is not None else ""
+            if hinted in workers:
+                answer = await self._ask(hinted, reference_type, reference_id)
+                if answer.get("found"):
+                    return _located(hinted, answer)
+                unsure = not answer.get("ok")
+                workers.remove(hinted)  # asked; the rest are asked below
         replies = await asyncio.gather(
             *(self._ask(w, reference_type, reference_id) for w in workers), return_exceptions=True
         )
-        unsure = False
         for worker_id, reply in zip(workers, replies, strict=True):
             if isinstance(reply, dict) and reply.get("found"):
-                return Located(worker_id, str(reply.get("state", "")), str(reply.get("owner", "")))
+                return _located(worker_id, reply)
             unsure = unsure or not (isinstance(reply, dict) and reply.get("ok"))
         if unsure:
             raise Unreachable(reference_id)
@@ -89,6 +101,10 @@ class WorkerDirectory:
             )
         except CommandTimeout:
             return {"ok": False, "found": False}
+
+
+def _located(worker_id: str, reply: dict[str, Any]) -> Located:
+    return Located(worker_id, str(reply.get("state", "")), str(reply.get("owner", "")))
 
 
 def _s(value: bytes | str) -> str:
