@@ -56,6 +56,12 @@ class WorkerDirectory:
                 workers[_s(worker_id)] = info
         return workers
 
+    async def is_live(self, worker_id: str) -> bool:
+        """One worker's heartbeat is fresh (one HGET, whatever the number of workers)."""
+        body = await self._redis.hget(self._keys.workers(), worker_id)
+        seen = float(json.loads(body).get("seen", 0)) if body else 0.0
+        return time.time() - seen <= self._stale_s
+
     async def providers(self) -> list[str]:
         """Providers configured on at least one live worker."""
         found: set[str] = set()
@@ -68,17 +74,20 @@ class WorkerDirectory:
 
         Raises Unreachable if none does but some worker could not tell.
         """
-        workers = list(await self.live())
         unsure = False
+        hinted = ""
         if reference_type == "call":
             hint = await self._redis.get(self._keys.call_location(reference_id))
             hinted = _s(hint) if hint is not None else ""
-            if hinted in workers:
+            if hinted and await self.is_live(hinted):
                 answer = await self._ask(hinted, reference_type, reference_id)
                 if answer.get("found"):
                     return _located(hinted, answer)
                 unsure = not answer.get("ok")
-                workers.remove(hinted)  # asked; the rest are asked below
+            else:
+                hinted = ""
+        # No hint, or its worker did not find the call: everyone else is asked.
+        workers = [w for w in await self.live() if w != hinted]
         replies = await asyncio.gather(
             *(self._ask(w, reference_type, reference_id) for w in workers), return_exceptions=True
         )
