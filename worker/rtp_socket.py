@@ -4,14 +4,24 @@ channel sends to: what arrives is counted and dropped, the worker only talks).""
 from __future__ import annotations
 
 import asyncio
+import logging
+
+log = logging.getLogger(__name__)
 
 
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.received = 0
+        #: Datagrams the kernel refused (asyncio drops them and reports each here).
+        self.send_errors = 0
+        self.last_error = ""
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self.received += 1
+
+    def error_received(self, exc: Exception) -> None:
+        self.send_errors += 1
+        self.last_error = type(exc).__name__
 
 
 class RtpSocket:
@@ -38,4 +48,9 @@ class RtpSocket:
         return self._protocol.received
 
     def close(self) -> None:
+        if self._protocol.send_errors:  # frames that never left: say so once, at the end
+            log.warning(
+                "rtp frames refused by the kernel",
+                extra={"count": self._protocol.send_errors, "error": self._protocol.last_error},
+            )
         self._transport.close()
