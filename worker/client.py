@@ -92,12 +92,12 @@ class SpeakingClient:
                 if not sent:
                     await self.redis.xadd(stream, entry, maxlen=COMMANDS_MAXLEN, approximate=True)
                     sent = True
-                left = deadline - loop.time()
-                if left <= patience:
-                    return await self._reply(command_id, max(0.1, left))
+                left = max(0.1, deadline - loop.time())
                 try:
-                    return await self._reply(command_id, patience)
+                    return await self._reply(command_id, min(left, patience))
                 except CommandTimeout:
+                    if left <= patience:  # the whole timeout is spent
+                        raise
                     # Silence: the worker may be behind, or the entry or its reply went
                     # with a demoted primary. A second delivery costs the worker a lookup.
                     log.info(

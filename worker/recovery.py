@@ -122,11 +122,12 @@ class Recovery:
             tag = str(info.get("tag", ""))
             if worker_id == self.store.worker_id or not tag:
                 continue
-            if now - _seen(info) < FRESH_HEARTBEAT_S:
+            silent_s = now - _seen(info)
+            if silent_s < FRESH_HEARTBEAT_S:
                 continue
             if await self.store.lease_holder(worker_id) is None:
                 dead[tag] = worker_id
-                if now - _seen(info) > FORGET_AFTER_S:
+                if silent_s > FORGET_AFTER_S:
                     # Long dead: swept many times over (this round still sweeps it), so
                     # it leaves the directory rather than cost every sweep a read forever.
                     await self.store.forget_worker(worker_id)

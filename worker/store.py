@@ -111,13 +111,16 @@ class Keys:
         cluster's slots (one global stream is one hot key: docs/scaling.md)."""
         if self.event_shards == 1:
             return self.events()
-        return f"{self.prefix}:events:{{s{zlib.crc32(speaking_id.encode()) % self.event_shards}}}"
+        return self._event_shard(zlib.crc32(speaking_id.encode()) % self.event_shards)
 
     def event_streams(self) -> list[str]:
         """Every deployment-wide event stream, for a consumer that follows them all."""
         if self.event_shards == 1:
             return [self.events()]
-        return [f"{self.prefix}:events:{{s{k}}}" for k in range(self.event_shards)]
+        return [self._event_shard(k) for k in range(self.event_shards)]
+
+    def _event_shard(self, k: int) -> str:
+        return f"{self.prefix}:events:{{s{k}}}"
 
     def session_events(self, speaking_id: str) -> str:
         return f"{self.prefix}:events:{speaking_id}"

@@ -236,9 +236,9 @@ class Worker:
         attempt = 0
         switches = failovers(self.store.redis)
         while True:
-            if failovers(self.store.redis) != switches:
+            if (noticed := failovers(self.store.redis)) != switches:
                 # A new primary may have missed some XACKs: what it holds comes first.
-                switches, pending = failovers(self.store.redis), True
+                switches, pending = noticed, True
             try:
                 entries = await self.store.read_commands(pending=pending)
                 attempt = 0

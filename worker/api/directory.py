@@ -52,15 +52,17 @@ class WorkerDirectory:
         workers: dict[str, dict[str, Any]] = {}
         for worker_id, body in raw.items():
             info = json.loads(body)
-            if now - float(info.get("seen", 0)) <= self._stale_s:
+            if self._fresh(info, now):
                 workers[_s(worker_id)] = info
         return workers
 
     async def is_live(self, worker_id: str) -> bool:
         """One worker's heartbeat is fresh (one HGET, whatever the number of workers)."""
         body = await self._redis.hget(self._keys.workers(), worker_id)
-        seen = float(json.loads(body).get("seen", 0)) if body else 0.0
-        return time.time() - seen <= self._stale_s
+        return body is not None and self._fresh(json.loads(body), time.time())
+
+    def _fresh(self, info: dict[str, Any], now: float) -> bool:
+        return now - float(info.get("seen", 0)) <= self._stale_s
 
     async def providers(self) -> list[str]:
         """Providers configured on at least one live worker."""
