@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the product and its tests need on a fresh Debian 12 machine (as root):
-# apt packages, a Python venv with the project, and the cached Asterisk root.
+# apt packages, a Python venv holding exactly uv.lock, and the cached Asterisk root.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,17 +21,31 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2
     systemctl stop redis-server || true
 fi
 
+# Python: exactly what uv.lock pins (runtime and dev), with hashes, installed by the pinned
+# uv (scripts/uv.sh).
+uv="$here/scripts/uv.sh"
+"$uv" --version >/dev/null  # installs the pinned uv first, so its output stays apart
 venv="${SPEAKING_VENV:-$here/.venv}"
-if [[ ! -x "$venv/bin/python" ]]; then
-    log "creating the Python venv in $venv"
-    python3 -m venv "$venv"
+export UV_PROJECT_ENVIRONMENT="$venv"
+# The lock is the environment: a pyproject.toml that asks for something the lock does not
+# pin is an error here, not a silent re-resolve to whatever the index has today.
+if ! why="$("$uv" lock --locked --project "$here" -q 2>&1)"; then
+    log "ERROR: uv.lock does not match pyproject.toml (or is damaged):"
+    printf '%s\n' "$why" | sed 's/^/[setup]   /' >&2
+    log "refresh it with scripts/lock.sh, run the tests, and commit uv.lock with the change"
+    exit 1
 fi
-stamp="$venv/.speaking-installed"
-if [[ ! -f "$stamp" || "$here/pyproject.toml" -nt "$stamp" ]]; then
-    log "pip: installing the project and its dependencies (piper's voice is about 60 MB)"
-    "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[dev]"
-    touch "$stamp"
+# Every run syncs (well under a second when nothing changed): uv compares the venv with the
+# lock package by package and puts back whatever differs, removing what the lock does not
+# name, so a venv changed by hand is brought back into line instead of trusted. The lock's
+# hash is kept in the venv to say when it was rebuilt for a new lock.
+lock_sum="$(sha256sum "$here/uv.lock" | cut -d' ' -f1)"
+stamp="$venv/.speaking-lock"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]]; then
+    log "installing the locked environment into $venv (uv.lock ${lock_sum:0:12}; piper's voice is about 60 MB)"
 fi
+"$uv" sync --locked --project "$here" --python python3 -q
+printf '%s\n' "$lock_sum" >"$stamp"
 
 "$here/scripts/asterisk.sh" provision
 log "ready"

@@ -125,7 +125,7 @@ def _sentinel(url: str, max_connections: int, socket_timeout: float, wait_s: flo
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0}
     # The sentinels themselves are asked with the same timeouts; the primary's password,
     # if any, is the URL's (the sentinels are assumed open on a trusted network).
-    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts)
     return cast(
         Redis,
         sentinel.master_for(
