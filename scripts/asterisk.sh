@@ -79,6 +79,16 @@ mount_root() {
 }
 
 # The root's /proc and /dev are shared by all instances: unmount with the last one.
+# Instances start and stop concurrently (parallel test lanes): mounting and writing the
+# pid file, and checking the pid files and unmounting, each happen under one lock, so a
+# stop never unmounts under an instance that is starting.
+root_lock() {
+    mkdir -p "${SPEAKING_RUN_DIR:-/var/run/speaking}"
+    exec 9>"${SPEAKING_RUN_DIR:-/var/run/speaking}/root.lock"
+    flock -w 60 9 || { log "could not lock the root's mounts within 60 s"; exit 1; }
+}
+root_unlock() { flock -u 9; exec 9>&-; }
+
 unmount_root_if_unused() {
     local root="$1" pidfile
     for pidfile in "${SPEAKING_RUN_DIR:-/var/run/speaking}"/asterisk-*/pid; do
@@ -110,12 +120,14 @@ start() {
     # Without the host's name in the root's /etc/hosts, Asterisk's address lookups try DNS
     # (which this sandbox does not have) on every call.
     printf '127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n' "$(hostname)" > "$root/etc/hosts"
+    root_lock
     mount_root "$root"
     log "starting instance $n (ARI 127.0.0.1:$((8088 + n)), SIP 127.0.0.1:$((5060 + n * 100)))"
     # -f: foreground (so we own the process), -n: no colour. setsid detaches it from our job.
     setsid chroot "$root" /usr/sbin/asterisk -C "$(conf_of "$n")" -f -n \
         > "$dir/console.log" 2>&1 < /dev/null &
     echo $! > "$dir/pid"
+    root_unlock
     for _ in $(seq 1 300); do
         if ari_up "$n"; then log "instance $n: ARI answers"; return; fi
         if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
@@ -139,7 +151,9 @@ stop() {
         kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$dir/pid"
+    root_lock
     unmount_root_if_unused "$root"
+    root_unlock
 }
 
 status() {

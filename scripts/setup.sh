@@ -28,8 +28,11 @@ uv="$here/scripts/uv.sh"
 venv="${SPEAKING_VENV:-$here/.venv}"
 export UV_PROJECT_ENVIRONMENT="$venv"
 # The lock is the environment: a pyproject.toml that asks for something the lock does not
-# pin is an error here, not a silent re-resolve to whatever the index has today.
-if ! why="$("$uv" lock --locked --project "$here" -q 2>&1)"; then
+# pin is an error here, not a silent re-resolve to whatever the index has today. The
+# requirements are compared first without the network (scripts/lock_drift.py names the one
+# that changed); then uv checks the whole lock, which may need the package index.
+if ! why="$(python3 "$here/scripts/lock_drift.py" "$here" 2>&1)" \
+    || ! why="$("$uv" lock --locked --project "$here" -q 2>&1)"; then
     log "ERROR: uv.lock does not match pyproject.toml (or is damaged):"
     printf '%s\n' "$why" | sed 's/^/[setup]   /' >&2
     log "refresh it with scripts/lock.sh, run the tests, and commit uv.lock with the change"

@@ -1,7 +1,8 @@
 """Test services and the rules that keep the suite from hanging.
 
 Services: the first e2e test starts what is not already running (scripts/asterisk.sh,
-scripts/redis.sh) and the session stops what it started. When something is missing
+scripts/redis.sh) and the session stops what it started. Under pytest-xdist each lane
+(tests/lane.py) starts and stops its own, on its own ports. When something is missing
 an e2e test is skipped on a developer's machine, but with ``CI=true`` (or
 ``SPEAKING_REQUIRE_SERVICES=1``) it fails: CI never skips silently.
 
@@ -33,11 +34,15 @@ from typing import Any
 
 import pytest
 
+from tests.lane import INSTANCES_PER_LANE, LANE, REDIS_BLOCK
 from tests.telephony.ari import Ari, AriEvents
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTANCE = int(os.environ.get("SPEAKING_ASTERISK_INSTANCE", "0"))
-REDIS_PORT = int(os.environ.get("SPEAKING_REDIS_PORT", "6399"))
+# The lane's own Asterisk instance and Redis (tests/lane.py); the environment moves the base.
+INSTANCE = int(os.environ.get("SPEAKING_ASTERISK_INSTANCE", "0")) + INSTANCES_PER_LANE * LANE
+#: A second Asterisk instance of this lane: "another machine" for scale-out tests.
+SECOND_INSTANCE = INSTANCE + 1
+REDIS_PORT = int(os.environ.get("SPEAKING_REDIS_PORT", "6399")) + REDIS_BLOCK * LANE
 ARI_URL = f"http://127.0.0.1:{8088 + INSTANCE}/ari"
 #: Asterisk's RTP port range (first, last), as scripts/asterisk.sh configures it.
 RTP_PORTS = (10000, 19999) if INSTANCE == 0 else (20000 + INSTANCE * 1000, 20999 + INSTANCE * 1000)
@@ -113,7 +118,14 @@ def bring_up() -> str | None:
     if _run("redis-cli", "-p", str(REDIS_PORT), "ping").stdout.strip() != "PONG":
         if guard is not None:
             guard.add(f"redis {REDIS_PORT}")
-        result = _run(str(ROOT / "scripts/redis.sh"), "start", "--empty")
+        result = subprocess.run(
+            [str(ROOT / "scripts/redis.sh"), "start", "--empty"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env={**os.environ, "SPEAKING_REDIS_PORT": str(REDIS_PORT)},
+        )
         if result.returncode != 0:
             return f"redis did not start: {result.stderr[-2000:]}"
     return None
@@ -171,7 +183,9 @@ def redis_ctl(action: str, port: int, *options: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "deadline(seconds): time limit of an async test")
-    if not hasattr(config, "workerinput"):
+    # The process that runs tests guards the services it starts: each xdist worker its own
+    # lane's; an xdist controller runs no test and starts nothing.
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         _state["guard"] = _Guard()
     # SIGTERM like Ctrl-C: asyncio's runner then cancels the running test, whose cleanup
     # runs (hanging up calls, stopping processes) before pytest ends the session.
@@ -207,7 +221,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # -- deadlines ----------------------------------------------------------------------------
 
 
+#: Collection order, longest first: pytest-xdist hands tests to lanes in this order, so
+#: the long real-time tests start at once and the quick unit tests fill the gaps at the end.
+_FIRST = ("tests/e2e/test_soak.py", "tests/e2e/", "tests/telephony/")
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: a file's tests keep their order
     for item in items:
         function = getattr(item, "obj", None)
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(function):

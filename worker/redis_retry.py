@@ -47,6 +47,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     _checked_at = float("-inf")
     _check: asyncio.Task[None] | None = None
+    _seen: tuple[str, int] | None = None  # the primary the last check found
     #: How many times the sentinels named a new primary (see ``failovers``).
     switches = 0
 
@@ -59,18 +60,28 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     async def _check_primary(self) -> None:
         try:
-            known = self.master_address
             found = await self.sentinel_manager.discover_master(self.service_name)
-            if known is not None and found != known:
+            connections = (*self._available_connections, *self._in_use_connections)
+            # Compared with what this check saw last, and with where each connection
+            # points: redis-py updates ``master_address`` itself when it opens a new
+            # connection after a failover, and then drops only its idle connections, so a
+            # command blocked on the old primary would stay there until it is demoted.
+            astray = any(
+                (c.host, c.port) != found
+                for c in connections
+                if isinstance(c, SentinelManagedConnection) and c.is_connected
+            )
+            if (self._seen is not None and found != self._seen) or astray:
                 log.warning("the sentinels name a new primary; reconnecting")
                 self.master_address = found
                 self.switches += 1
                 # A command's own retry reconnects to the connection's host and port, not
                 # through the sentinels (redis-py 8), so they are pointed at the new one.
-                for connection in (*self._available_connections, *self._in_use_connections):
+                for connection in connections:
                     if isinstance(connection, SentinelManagedConnection):
                         connection.host, connection.port = found
                 await self.disconnect(inuse_connections=True)
+            self._seen = found
         except Exception as exc:  # the next check asks again; commands fail on their own
             log.debug("sentinel check failed", extra={"error": type(exc).__name__})
         finally:

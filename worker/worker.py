@@ -106,6 +106,10 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()  # runner tasks
         self._side: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()  # entry ids routed and not yet acknowledged
+        # Entries acknowledged while a read of the stream was on its way: that read may
+        # still return them (Redis ran it before the XACK), and routing one again would
+        # answer it a second time. None while no read is waiting.
+        self._acked_during_read: set[str] | None = None
         self._room = asyncio.Event()  # set when a runner or side task ends
         self._ari_connections = 0
         self.ready = asyncio.Event()
@@ -143,7 +147,7 @@ class Worker:
         self.maintenance = Maintenance(
             settings, store, self.recovery, engines, self._route, self._in_flight
         )
-        store.on_acked = self._in_flight.discard
+        store.on_acked = self._acked
         _describe(metrics)
 
     # -- start and stop -----------------------------------------------------------------
@@ -239,6 +243,8 @@ class Worker:
             if (noticed := failovers(self.store.redis)) != switches:
                 # A new primary may have missed some XACKs: what it holds comes first.
                 switches, pending = noticed, True
+            acked: set[str] = set()
+            self._acked_during_read = acked
             try:
                 entries = await self.store.read_commands(pending=pending)
                 attempt = 0
@@ -262,12 +268,21 @@ class Worker:
                 pending = True
                 await asyncio.sleep(backoff(attempt))
                 continue
+            finally:
+                self._acked_during_read = None
             if pending and not entries:
                 pending = False
+            # No await from the read's return to here: an entry acknowledged after it is
+            # still in _in_flight, one acknowledged before it is in ``acked``.
             for entry_id, fields in entries:
-                if entry_id not in self._in_flight:  # a pending entry already in hand
+                if entry_id not in self._in_flight and entry_id not in acked:
                     self._route(entry_id, fields)
             await self._wait_for_room()
+
+    def _acked(self, entry_id: str) -> None:
+        self._in_flight.discard(entry_id)
+        if self._acked_during_read is not None:
+            self._acked_during_read.add(entry_id)
 
     def _route(self, entry_id: str, fields: dict[str, str]) -> None:
         """Send one stream entry where it is handled. Never awaits."""

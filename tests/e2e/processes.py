@@ -130,7 +130,8 @@ class ServiceProcess:
         return [line for line in self.lines if '"level": "error"' in line]
 
 
-PRIVATE_REDIS_PORT = 6411
+#: A Redis of one test's own (stopped and restarted by fault tests), in the lane's block.
+PRIVATE_REDIS_PORT = REDIS_PORT + 12
 PRIVATE_REDIS_URL = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ARI_AUTH, asterisk_ctl
+from tests.conftest import ARI_AUTH, SECOND_INSTANCE, asterisk_ctl
 from tests.e2e.api_fixtures import Api
 from tests.e2e.conftest import CallFactory, our_leftovers
 from tests.e2e.processes import WorkerProcess
@@ -24,7 +24,7 @@ from worker.store import Keys
 
 pytestmark = pytest.mark.e2e
 
-SECOND = 1  # Asterisk instance number of the second machine
+SECOND = SECOND_INSTANCE  # Asterisk instance number of the second machine
 SECOND_ARI = f"http://127.0.0.1:{8088 + SECOND}/ari"
 SECOND_SIP = 5060 + 100 * SECOND
 

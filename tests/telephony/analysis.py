@@ -165,39 +165,52 @@ def _pcm(packets: Sequence[RtpPacket]) -> npt.NDArray[np.float64]:
 def speech_gain(reference: Sequence[RtpPacket], received: Sequence[RtpPacket]) -> float:
     """Gain of the speech in ``received`` relative to the same speech in ``reference``
     (e.g. what a call party heard of the same sentence): the two are aligned (per-frame
-    envelope, then per sample), and the least-squares gain over the reference's loud
-    frames is returned. 1.0 means the same level; 0.5 is -6 dB. Both at one rate.
+    envelope), then each half second of the reference's speech is aligned again on its
+    own, to a quarter sample, and its least-squares gain taken; the median of those is
+    returned. 1.0 means the same level; 0.5 is -6 dB. Both at one rate.
 
-    The alignment is to a quarter sample: a mixer that resamples (ConfBridge mixing at
-    16 kHz for 8 kHz parties) can delay by half a sample, and a least-squares gain at a
-    half-sample offset reads 0.7-0.9 for speech at the same level."""
+    Aligned once for the whole sentence, a single frame that a mixer dropped or repeated
+    (a busy host) halfway through reads 0.5: the half after the slip no longer lines up.
+    The quarter sample: a mixer that resamples (ConfBridge mixing at 16 kHz for 8 kHz
+    parties) can delay by half a sample, and a least-squares gain at a half-sample
+    offset reads 0.7-0.9 for speech at the same level."""
     x, y = _pcm(reference), _pcm(received)
     frame = reference[0].samples.size if reference else 160
     if x.size < 10 * frame or y.size < 10 * frame:
         return 0.0
-
-    def envelope(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        rms: npt.NDArray[np.float64] = np.sqrt(
-            (s[: s.size // frame * frame].reshape(-1, frame) ** 2).mean(axis=1)
-        )
-        return rms
-
-    ex, ey = envelope(x), envelope(y)
+    ex, ey = _envelope(x, frame), _envelope(y, frame)
     lag = int(np.argmax(np.correlate(ex - ex.mean(), ey - ey.mean(), "full"))) - (ey.size - 1)
     x, y = (x[lag * frame :], y) if lag >= 0 else (x, y[-lag * frame :])
     n = min(x.size, y.size)
     x, y = x[:n], y[:n]
-    inner = slice(2 * frame, n - 2 * frame)
-    shift = max(
-        range(-frame, frame + 1), key=lambda s: float(np.dot(x[inner], np.roll(y, s)[inner]))
-    )
-    y = np.roll(y, shift)
     loud = np.zeros(n, dtype=bool)
-    mask = np.repeat(envelope(x) > 10 ** (SPEECH_THRESHOLD_DBFS / 20) * 32768, frame)
+    mask = np.repeat(_envelope(x, frame) > 10 ** (SPEECH_THRESHOLD_DBFS / 20) * 32768, frame)
     loud[: mask.size] = mask
-    up = 4  # the rates only matter as a ratio
-    x, y = (np.asarray(soxr.resample(s, 8000, 8000 * up), dtype=np.float64) for s in (x, y))
-    loud = np.repeat(loud, up)[: x.size]
-    fine = max(range(-up, up + 1), key=lambda s: float(np.dot(x[loud], np.roll(y, s)[loud])))
-    y = np.roll(y, fine)
-    return float(np.dot(x[loud], y[loud]) / max(float(np.dot(x[loud], x[loud])), 1.0))
+    window, reach, up = 25 * frame, 2 * frame, 4  # half a second; a slip of up to 2 frames
+    gains = []
+    for begin in range(reach + 2, n - window - reach - 2, window):
+        part = slice(begin, begin + window)
+        if loud[part].sum() < window // 4:
+            continue  # mostly a pause: no level to read
+        shift = max(
+            range(-reach, reach + 1),
+            key=lambda s: float(np.dot(x[part], y[begin + s : begin + s + window])),
+        )
+        gains.append(_fine_gain(x[part], y[begin + shift - 2 : begin + shift + window + 2], up))
+    return float(np.median(gains)) if gains else 0.0
+
+
+def _envelope(s: npt.NDArray[np.float64], frame: int) -> npt.NDArray[np.float64]:
+    rms: npt.NDArray[np.float64] = np.sqrt(
+        (s[: s.size // frame * frame].reshape(-1, frame) ** 2).mean(axis=1)
+    )
+    return rms
+
+
+def _fine_gain(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], up: int) -> float:
+    """Least-squares gain of ``y`` (``x`` with 2 samples more each side) over ``x``, at
+    the best of the quarter-sample offsets within a sample."""
+    fx, fy = (np.asarray(soxr.resample(s, 8000, 8000 * up), dtype=np.float64) for s in (x, y))
+    n = fx.size
+    best = max(range(0, 4 * up + 1), key=lambda s: float(np.dot(fx, fy[s : s + n])))
+    return float(np.dot(fx, fy[best : best + n]) / max(float(np.dot(fx, fx)), 1.0))

@@ -16,6 +16,8 @@ import socket
 from pathlib import Path
 from typing import BinaryIO
 
+from tests.lane import sipp_port_range
+
 SCENARIOS = Path(__file__).with_name("scenarios")
 
 
@@ -23,14 +25,16 @@ class SippError(RuntimeError):
     """A SIPp process failed; the message carries its stderr and error log."""
 
 
-def pick_ports(count: int, span: int = 1, low: int = 30000, high: int = 32700) -> list[int]:
+def pick_ports(count: int, span: int = 1) -> list[int]:
     """`count` base ports, each with `span` consecutive UDP ports free on 127.0.0.1.
 
     Random picks below the kernel's ephemeral range (32768+) and above Asterisk's
     RTP ranges (10000-19999 for instance 0, 20000 + 1000 * instance for the others:
     scripts/asterisk.sh), checked by binding; the sockets are held
-    until all are chosen so two picks cannot overlap.
+    until all are chosen so two picks cannot overlap. Each lane of a parallel run picks
+    in its own slice of the range (tests/lane.py), so lanes cannot race for a port.
     """
+    low, high = sipp_port_range()
     held: list[socket.socket] = []
     bases: list[int] = []
     try:

@@ -2,7 +2,8 @@
 disagree, and says what differs, before it installs anything.
 
 Runs the real setup script and the pinned uv on a copy of the project's pyproject.toml,
-uv.lock and scripts (offline: the check must not need the package index).
+uv.lock and scripts, offline: the check must not need the package index (on a fresh
+machine uv's cache is empty, so only scripts/lock_drift.py can name a changed requirement).
 """
 
 from __future__ import annotations
