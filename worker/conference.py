@@ -16,7 +16,8 @@ How a reference is resolved, in this order:
 
 Any other bridge (a two-party call's, a holding bridge, one of ours) is not a
 conference. The participants are the bridge's channels that are not a speaking
-worker's; a conference is over when its bridge is gone or no participant is left.
+worker's; a conference is over when its bridge is gone, or when no participant has been
+left for ``VACANCY_GRACE_S`` (Vacancy).
 """
 
 from __future__ import annotations
@@ -101,18 +102,49 @@ def refusal(conference: Conference | None, reference_id: str) -> CommandError | 
     return None
 
 
-def over(bridge: Json | None) -> bool:
-    """Whether a conference bridge (a snapshot from ARI; None: it is gone) has ended."""
-    return bridge is None or not participants(bridge)
+#: How long a conference may hold no participant but ours before it counts as ended.
+VACANCY_GRACE_S = 2.0
+
+
+@dataclass
+class Vacancy:
+    """Whether a conference has ended, from what successive looks at it found.
+
+    A conference ends when it is gone (its bridge destroyed), or when it has held no
+    participant other than ours for ``grace_s`` on end. One look at an empty room is a
+    moment, not a fact: a participant stepping out and back in (an ARI application
+    moving it between bridges, a transfer) must not end the session, and a look can
+    miss a participant (docs/media.md: the spurious ``conference_ended``)."""
+
+    grace_s: float = VACANCY_GRACE_S
+    since: float | None = None  # when the current vacancy was first seen
+
+    def observe(self, now: float, others: int | None) -> bool:
+        """One look at ``now`` (monotonic seconds): ``others`` participants besides ours,
+        or None when the conference is gone. Returns whether it has ended."""
+        if others is None:
+            return True
+        if others > 0:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.grace_s
+
+
+def others_in_room(channels: str | None, ours: str) -> int:
+    """Participants of a ConfBridge room besides ours, from ``CONFBRIDGE_CHANNELS``'s
+    comma-separated channel names (None or empty: nobody). ``ours`` is the name prefix
+    of the worker's Local channel into the room, ``Local/<room>@<context>-``."""
+    names = [n for n in (channels or "").split(",") if n.strip()]
+    return sum(not n.strip().startswith(ours) for n in names)
 
 
 def event_ends(event: Json) -> bool:
-    """Whether a bridge event says the conference is over (for an ARI conference, whose
-    bridge the worker subscribes to)."""
-    kind = event.get("type")
-    if kind == "BridgeDestroyed":
-        return True
-    return kind == "ChannelLeftBridge" and over(event.get("bridge"))
+    """Whether a bridge event says the conference is over at once (for an ARI conference,
+    whose bridge the worker subscribes to): only its bridge being destroyed. The last
+    participant leaving starts a vacancy, which the worker's poll times (Vacancy)."""
+    return event.get("type") == "BridgeDestroyed"
 
 
 async def find_conference(ari: AriClient, reference_id: str) -> Conference | None:

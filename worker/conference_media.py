@@ -8,14 +8,18 @@
   never ``/channels/create``: see docs/media.md). The ``;1`` half enters the worker's
   app and a mixing bridge of its own with the external media; the ``;2`` half runs
   ``ConfBridge(<room>,,speaking_tts)``, a quiet, unmarked, non-admin user. ARI cannot
-  watch an app_confbridge bridge (it is not subscribable), so the worker asks
-  ``CONFBRIDGE_INFO(parties,<room>)`` every second (worker.py) and the room is over
-  when only our ``;2`` is left.
+  watch an app_confbridge bridge (it is not subscribable), so the worker reads
+  ``CONFBRIDGE_CHANNELS(parties,<room>)`` every second (worker.py) and counts the
+  channels that are not our ``;2``.
+
+Either kind is over when it is gone, or when it has held no participant but ours for
+``VACANCY_GRACE_S`` (conference.Vacancy): the polls time the vacancy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +28,12 @@ from worker.ari import AriClient
 from worker.conference import (
     Conference,
     ConferenceKind,
+    Vacancy,
     common_owner,
     find_conference,
     native_formats,
-    over,
+    others_in_room,
+    participants,
     read_participants,
     refusal,
 )
@@ -64,6 +70,7 @@ class ConferenceMedia(ExternalMediaPath):
     channels: list[str] = field(default_factory=list)
     bridge: str | None = None
     subscription: str | None = None
+    vacancy: Vacancy = field(default_factory=Vacancy)
 
     @property
     def lock_id(self) -> str:
@@ -71,8 +78,9 @@ class ConferenceMedia(ExternalMediaPath):
 
     @property
     def polled(self) -> bool:
-        """Whether the end of this conference is found by polling (a ConfBridge room)."""
-        return self.conference is not None and self.conference.kind is ConferenceKind.CONFBRIDGE
+        """Whether the end of this conference is found by polling: always (a vacancy is
+        timed by the polls; an ARI conference's BridgeDestroyed also ends it at once)."""
+        return self.conference is not None
 
     def watched(self) -> tuple[str, ...]:
         """Event keys whose end stops the session: our channels, and the referenced
@@ -99,12 +107,20 @@ class ConferenceMedia(ExternalMediaPath):
         for channel_id in self.channels:
             if await self.ari.get_channel(channel_id) is None:
                 return True
+        others: int | None
         if conference.kind is ConferenceKind.CONFBRIDGE:
-            parties = await self.ari.get_variable(
-                self.session_prefix + LOCAL_PEER, f"CONFBRIDGE_INFO(parties,{conference.name})"
+            # Counted by name, not by CONFBRIDGE_INFO(parties) minus one: our ;2 is in
+            # the room only once it got through the dialplan, and a count taken before
+            # that read a lone participant as ours (docs/media.md).
+            channels = await self.ari.get_variable(
+                self.session_prefix + LOCAL_PEER,
+                f"CONFBRIDGE_CHANNELS(parties,{conference.name})",
             )
-            return parties is None or not parties.isdigit() or int(parties) <= 1  # ours only
-        return over(await self.ari.get_bridge(conference.bridge_id))
+            others = others_in_room(channels, f"Local/{conference.name}@{self.context}-")
+        else:
+            bridge = await self.ari.get_bridge(conference.bridge_id)
+            others = None if bridge is None else len(participants(bridge))
+        return self.vacancy.observe(time.monotonic(), others)
 
     async def setup(self, fmt: MediaFormat, rtp_host: str, websocket: bool) -> MediaFormat:
         """Join the conference; returns the format actually used. Raises ARI failures;

@@ -159,6 +159,7 @@ class Conference:
         customer_id: str = "cust-1",
         codec: CodecName = "ulaw",
         room: str | None = None,
+        prompted: bool = False,
     ) -> None:
         self.kind = kind
         self.events = events
@@ -170,6 +171,7 @@ class Conference:
         self.customer_id = customer_id
         self.codec = codec
         self.room = room or f"room-{random.randrange(16**8):08x}"
+        self.prompted = prompted  # ConfBridge participants hear its prompts (confp-<room>)
         self.participants: list[Participant] = []
         assert kind == "confbridge" or service is not None, "an ARI conference needs a service"
 
@@ -208,7 +210,7 @@ class Conference:
         who.capture = RtpCapture(work / "received.pcap", [media])
         await who.capture.start()
         await self.events.ready()
-        prefix = "conf" if self.kind == "confbridge" else "ari"
+        prefix = "ari" if self.kind == "ari" else "confp" if self.prompted else "conf"
         common = ["-i", "127.0.0.1", "-mi", "127.0.0.1", "-aa", "-timeout", f"{int(seconds)}s"]
         await who.sipp.start(
             "uac.xml",

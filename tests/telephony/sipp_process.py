@@ -8,6 +8,7 @@ outlive a harness that was killed; setpriv --pdeathsig is a second guard.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import shutil
@@ -21,6 +22,10 @@ from tests.lane import sipp_port_range
 SCENARIOS = Path(__file__).with_name("scenarios")
 
 
+#: (base, span) of the last picks: far fewer than the range holds, so a pick always ends.
+_recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
+
+
 class SippError(RuntimeError):
     """A SIPp process failed; the message carries its stderr and error log."""
 
@@ -32,7 +37,9 @@ def pick_ports(count: int, span: int = 1) -> list[int]:
     RTP ranges (10000-19999 for instance 0, 20000 + 1000 * instance for the others:
     scripts/asterisk.sh), checked by binding; the sockets are held
     until all are chosen so two picks cannot overlap. Each lane of a parallel run picks
-    in its own slice of the range (tests/lane.py), so lanes cannot race for a port.
+    in its own slice of the range (tests/lane.py), so lanes cannot race for a port. The
+    ports handed out recently are not handed out again: participants joined side by side
+    pick theirs before any SIPp has bound the earlier ones.
     """
     low, high = sipp_port_range()
     held: list[socket.socket] = []
@@ -40,6 +47,8 @@ def pick_ports(count: int, span: int = 1) -> list[int]:
     try:
         while len(bases) < count:
             base = random.randrange(low, high - span) & ~1  # even, as RTP wants
+            if any(b < base + span and base < b + n for b, n in _recent):
+                continue
             socks = []
             try:
                 for port in range(base, base + span):
@@ -52,6 +61,7 @@ def pick_ports(count: int, span: int = 1) -> list[int]:
                 continue
             held.extend(socks)
             bases.append(base)
+            _recent.append((base, span))
     finally:
         for s in held:
             s.close()

@@ -11,14 +11,16 @@ import pytest
 
 from tests.unit.test_session_protocol import create, feed, finish_teardown, received
 from worker.conference import (
+    VACANCY_GRACE_S,
     Conference,
     ConferenceKind,
+    Vacancy,
     common_owner,
     event_ends,
     from_bridge,
     kind_of,
     native_formats,
-    over,
+    others_in_room,
     refusal,
 )
 from worker.errors import ErrorCode
@@ -84,15 +86,44 @@ def test_a_conference_with_a_participant_is_accepted() -> None:
     assert refusal(Conference(ConferenceKind.CONFBRIDGE, "b", "sales-1", ("p",)), "b") is None
 
 
-def test_a_conference_is_over_when_its_bridge_is_gone_or_only_we_are_left() -> None:
-    assert over(None)
-    assert over(bridge(channels=[f"{OURS}-media"]))
-    assert not over(bridge(channels=["p1", f"{OURS}-media"]))
+def test_a_conference_ends_at_once_only_when_its_bridge_is_destroyed() -> None:
     assert event_ends({"type": "BridgeDestroyed", "bridge": bridge(channels=["p1"])})
+    # The last participant leaving starts a vacancy; the poll times it (Vacancy).
     left = {"type": "ChannelLeftBridge", "bridge": bridge(channels=[f"{OURS}-media"])}
-    assert event_ends(left)
-    assert not event_ends(left | {"bridge": bridge(channels=["p2", f"{OURS}-media"])})
+    assert not event_ends(left)
     assert not event_ends({"type": "ChannelEnteredBridge", "bridge": bridge()})
+
+
+def test_a_conference_gone_has_ended_at_the_first_look() -> None:
+    assert Vacancy().observe(0.0, None)
+
+
+def test_an_empty_conference_ends_after_the_grace_period_not_before() -> None:
+    vacancy = Vacancy()
+    looks = [(0.0, 1), (1.0, 0), (2.0, 0), (2.99, 0)]
+    assert [vacancy.observe(t, n) for t, n in looks] == [False] * 4
+    assert vacancy.observe(1.0 + VACANCY_GRACE_S, 0)
+
+
+def test_a_participant_stepping_out_and_back_restarts_the_grace_period() -> None:
+    vacancy = Vacancy(grace_s=2.0)
+    assert not vacancy.observe(0.0, 0)
+    assert not vacancy.observe(1.5, 1)  # back in: the vacancy is over
+    assert not vacancy.observe(2.5, 0)
+    assert not vacancy.observe(4.0, 0)
+    assert vacancy.observe(4.5, 0)
+
+
+def test_the_rooms_others_are_counted_by_name_without_our_local_channel() -> None:
+    ours = "Local/sales-1@speaking-confbridge-"
+    assert others_in_room(None, ours) == 0
+    assert others_in_room("", ours) == 0
+    assert others_in_room(f"{ours}0000001a;2", ours) == 0
+    assert others_in_room(f"PJSIP/caller-00000004,{ours}0000001a;2", ours) == 1
+    # Before our ;2 got through the dialplan the room lists only the participant: one
+    # other, not "only ours" (the spurious conference_ended of docs/media.md).
+    assert others_in_room("PJSIP/caller-00000004", ours) == 1
+    assert others_in_room("PJSIP/a-1,PJSIP/b-2", ours) == 2
 
 
 def test_the_owner_is_the_one_owner_all_participants_carry() -> None:
