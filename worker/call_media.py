@@ -57,6 +57,13 @@ class CallMedia(ExternalMediaPath):
             return CommandError(
                 ErrorCode.NOT_FOUND, f"call {self.target_channel} does not exist here"
             )
+        if channel.get("id") != self.target_channel:
+            # Asterisk's lookup ignores case; a second spelling must not be a second lock.
+            return CommandError(
+                ErrorCode.INVALID,
+                f"call {self.target_channel} is channel {channel.get('id')} in Asterisk; "
+                "reference_id must be the channel's id exactly as Asterisk spells it",
+            )
         if channel.get("state") != "Up":
             return conflict(
                 f"call {self.target_channel} is not answered (state {channel.get('state')}); "

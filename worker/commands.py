@@ -19,6 +19,11 @@ from worker.model import Provider, ReferenceType
 MAX_TEXT_CHARS = 5000
 MAX_VOICE_ID_CHARS = 128
 MAX_REFERENCE_ID_CHARS = 128
+#: What an Asterisk channel id (``<system name>-<epoch>.<seq>``, or an id an ARI
+#: application chose), a bridge id or a ConfBridge room name is spelled with here. No
+#: '/', no control character, no NUL (Asterisk cuts an id at a NUL: ``x\0y`` found
+#: channel ``x``), and never '.' or '..' (path segments of an ARI URL).
+_REFERENCE_ID = re.compile(rf"[A-Za-z0-9._+:@-]{{1,{MAX_REFERENCE_ID_CHARS}}}", re.ASCII)
 
 #: Ids end up inside Asterisk channel ids and Redis keys: keep them to a safe alphabet.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -162,10 +167,10 @@ def _reference_id(fields: dict[str, str]) -> str:
     reference_id = fields.get("reference_id", "")
     if not reference_id:
         raise invalid("reference_id is missing; it must be the id of a live call or conference")
-    if len(reference_id) > MAX_REFERENCE_ID_CHARS or any(c in reference_id for c in "/?# \t\r\n"):
+    if not _REFERENCE_ID.fullmatch(reference_id) or set(reference_id) == {"."}:
         raise invalid(
-            f"reference_id is malformed; it must be at most {MAX_REFERENCE_ID_CHARS} characters "
-            "without spaces, '/', '?' or '#'"
+            f"reference_id is malformed; it must be 1 to {MAX_REFERENCE_ID_CHARS} characters, "
+            "each a letter, a digit or one of . _ - + : @ (and not only dots)"
         )
     return reference_id
 

@@ -174,10 +174,11 @@ async def read_participants(ari: AriClient, conference: Conference, variable: st
 
 
 def common_owner(owners: list[str]) -> str:
-    """The conference's owner: the one owner its participants' calls carry. Participants
-    without one are ignored; if they carry different owners the conference has none (so a
-    tenancy check finds it for no customer)."""
-    found = {o for o in owners if o}
+    """The conference's owner: the one owner every participant's call carries. A
+    participant without one, or two different owners, make the conference nobody's (a
+    tenancy check then finds it for no customer): one tagged caller in a room of
+    untagged ones does not make the room that caller's customer's."""
+    found = set(owners)
     return found.pop() if len(found) == 1 else ""
 
 

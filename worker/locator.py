@@ -34,4 +34,7 @@ async def locate(
         "state": str(channel.get("state", "")) if channel else "",
         "owner": owner,
         "providers": providers,
+        # The id as Asterisk holds it: its lookup ignores case, so "PBX0-1.2" finds
+        # "pbx0-1.2"; the API creates with this one, so one call has one lock.
+        "reference_id": str(channel.get("id", command.reference_id)) if channel else "",
     }

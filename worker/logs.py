@@ -30,7 +30,10 @@ class JsonFormatter(logging.Formatter):
                 )
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        # ASCII only: every character from outside that is not printable ASCII (NEL, U+2028,
+        # C1 controls, ESC of a CSI sequence, NUL) is written as a \u escape, so a request
+        # cannot start a forged line or drive the terminal of whoever tails the log.
+        return json.dumps(out, ensure_ascii=True).replace("\x7f", "\\u007f")
 
 
 def configure(level: str = "INFO") -> None:

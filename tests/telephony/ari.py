@@ -28,7 +28,7 @@ Json = dict[str, Any]
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 #: Endpoints of the test dialplan (asterisk-config/pjsip.conf): every harness call's legs.
-CALL_ENDPOINTS = ("endpoint:PJSIP/caller", "endpoint:PJSIP/callee")
+CALL_ENDPOINTS = ("endpoint:PJSIP/caller", "endpoint:PJSIP/callee", "endpoint:PJSIP/stranger")
 
 
 class AriError(RuntimeError):

@@ -159,9 +159,12 @@ async def two_leg_call(
     workdir: Path | None = None,
     setup_timeout: float = 10.0,
     events: AriEvents | None = None,
+    caller_ip: str = "127.0.0.1",
 ) -> AsyncIterator[TwoLegCall]:
     """A live caller-Asterisk-callee call for `duration_s` (the UAC then sends BYE).
-    ``events``: the session's long-lived harness app on that Asterisk, if there is one."""
+    ``events``: the session's long-lived harness app on that Asterisk, if there is one.
+    ``caller_ip``: where the caller's SIP comes from (127.0.0.2: the untrusted endpoint
+    "stranger" of asterisk-config/pjsip.conf; media stays on 127.0.0.1)."""
     tag = "7" + "".join(random.choices("0123456789", k=11))
     base = Path(workdir) if workdir else Path("/tmp/speaking-harness")
     work = base / f"call-{tag}"
@@ -197,6 +200,8 @@ async def two_leg_call(
             [
                 f"127.0.0.1:{sip_port}",
                 *common,
+                "-i",
+                caller_ip,
                 "-p",
                 str(uac_sip),
                 "-mp",

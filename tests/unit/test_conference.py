@@ -127,8 +127,10 @@ def test_the_rooms_others_are_counted_by_name_without_our_local_channel() -> Non
 
 
 def test_the_owner_is_the_one_owner_all_participants_carry() -> None:
-    assert common_owner(["cust-1", "", "cust-1"]) == "cust-1"
+    assert common_owner(["cust-1", "cust-1"]) == "cust-1"
+    assert common_owner(["cust-1", "", "cust-1"]) == ""  # an untagged participant: nobody's
     assert common_owner(["cust-1", "cust-2"]) == ""  # ambiguous: nobody's conference
+    assert common_owner([""]) == ""
     assert common_owner([]) == ""
 
 

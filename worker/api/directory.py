@@ -35,6 +35,8 @@ class Located:
     worker_id: str
     state: str
     owner: str
+    #: The reference as that worker's Asterisk spells it ("" if it did not say).
+    reference_id: str = ""
 
 
 class WorkerDirectory:
@@ -115,7 +117,12 @@ class WorkerDirectory:
 
 
 def _located(worker_id: str, reply: dict[str, Any]) -> Located:
-    return Located(worker_id, str(reply.get("state", "")), str(reply.get("owner", "")))
+    return Located(
+        worker_id,
+        str(reply.get("state", "")),
+        str(reply.get("owner", "")),
+        str(reply.get("reference_id", "")),
+    )
 
 
 def _s(value: bytes | str) -> str:

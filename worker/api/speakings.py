@@ -149,6 +149,8 @@ class Speakings:
         if located is None or (self.settings.tenancy_check and located.owner != customer_id):
             kind = "call" if fields["reference_type"] == ReferenceType.CALL.value else "conference"
             return problem(404, "not_found", f"{kind} {fields['reference_id']} not found")
+        if located.reference_id:  # a call: the id Asterisk holds, so aliases share one lock
+            fields["reference_id"] = located.reference_id
         reply = await self._send(customer_id, located.worker_id, "create", speaking_id, fields)
         if isinstance(reply, web.Response):
             return reply
