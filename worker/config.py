@@ -109,7 +109,30 @@ class Settings:
         out: dict[str, object] = dict(self.__dict__)
         for secret in ("ari_password", "elevenlabs_api_key", "aws_secret_access_key"):
             out[secret] = "***" if getattr(self, secret) else ""
-        if "@" in self.redis_url:  # redis://user:password@host
-            scheme, rest = self.redis_url.split("://", 1)
-            out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        out["redis_url"] = redact_url(self.redis_url)
         return out
+
+
+#: Query parameters of a URL whose values are secrets (redis-py reads ``?password=``).
+_SECRET_PARAMS = ("pass", "secret", "token", "key", "auth", "credential")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line: its userinfo (``user:password@``, on single- and
+    multi-host URLs alike) and the value of every secret-looking query parameter are
+    ``***``. Everything else (scheme, hosts, path, other parameters) is kept."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    base, qmark, query = rest.partition("?")
+    authority, slash, path = base.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    if qmark:
+        params = []
+        for item in query.split("&"):
+            name, eq, _value = item.partition("=")
+            secret = eq and any(word in name.lower() for word in _SECRET_PARAMS)
+            params.append(f"{name}=***" if secret else item)
+        query = "&".join(params)
+    return f"{scheme}://{authority}{slash}{path}{qmark}{query}"

@@ -101,9 +101,11 @@ async def test_a_provider_speaks_flushes_and_survives_a_failure(
         assert (await api.call("GET", f"/v1.0/speakings/{speaking_id}"))[1]["status"] == "active"
         assert (await api.call("POST", f"/v1.0/speakings/{speaking_id}/stop"))[0] == 200
     caller = c.received("caller")
-    # Not one loud frame from 100 ms after the flush until the next say (frames already
-    # in Asterisk's path may still arrive within that allowance).
-    assert count_loud(caller, start=flush_done + 0.1, end=quiet_until) == 0
+    # Not one loud frame from 250 ms after the flush until the next say: frames already
+    # in Asterisk's path may still arrive within that allowance (within 100 ms on an idle
+    # host; one came later while the suite's lanes loaded the 2 cores). The flush's own
+    # latency is measured by bench/latency.py (p95 40 ms), not here.
+    assert count_loud(caller, start=flush_done + 0.25, end=quiet_until) == 0
     assert count_loud(caller, start=after) > 20
     # The provider's metrics: first byte, the worker's overhead, characters, failures.
     metrics = await worker.metrics()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.api.settings import ApiSettings
-from worker.config import Settings
+from worker.config import Settings, redact_url
 
 
 def test_worker_settings_from_env() -> None:
@@ -49,3 +49,31 @@ def test_a_number_that_does_not_parse_names_its_variable() -> None:
         Settings.from_env({"SPEAKING_MAX_SESSIONS": "lots"})
     with pytest.raises(ValueError, match="SPEAKING_API_COMMAND_TIMEOUT_S must be a number"):
         ApiSettings.from_env({"SPEAKING_API_COMMAND_TIMEOUT_S": "10s"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:pw@db:6379/0", "redis://***@db:6379/0"),
+        ("redis://:pw@db:6379/0", "redis://***@db:6379/0"),
+        ("rediss://db:6380/0?password=pw&db=2", "rediss://db:6380/0?password=***&db=2"),
+        ("redis://db/0?username=u&PASSWORD=pw", "redis://db/0?username=u&PASSWORD=***"),
+        ("unix:///run/redis.sock?password=pw", "unix:///run/redis.sock?password=***"),
+        (
+            "redis+sentinel://:pw@h1:26379,h2:26379/speaking/1",
+            "redis+sentinel://***@h1:26379,h2:26379/speaking/1",
+        ),
+        ("redis+cluster://u:p@w@h1:1,h2:2", "redis+cluster://***@h1:1,h2:2"),
+        ("redis://db:6379/0?socket_timeout=5", "redis://db:6379/0?socket_timeout=5"),
+        ("redis://db:6379/0", "redis://db:6379/0"),
+    ],
+)
+def test_every_form_of_a_redis_url_is_redacted(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "pw" not in redact_url(url)
+
+
+@pytest.mark.parametrize("address", ["9464", "127.0.0.1:", "127.0.0.1:99999", ":9464", "h:x"])
+def test_a_metrics_address_must_be_host_and_port(address: str) -> None:
+    with pytest.raises(ValueError, match="must be host:port"):
+        ApiSettings.from_env({"SPEAKING_API_METRICS_ADDRESS": address})

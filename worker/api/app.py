@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -119,8 +120,8 @@ def make_app(settings: ApiSettings, pools: RedisPools) -> web.Application:
             status=200 if workers else 503,
         )
 
-    async def metrics_handler(_request: web.Request) -> web.Response:
-        return web.Response(text=metrics.render(), content_type="text/plain")
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return render_metrics(request, metrics, settings.metrics_token)
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(json.loads(OPENAPI.read_text()))
@@ -141,11 +142,42 @@ def make_app(settings: ApiSettings, pools: RedisPools) -> web.Application:
         [
             web.get("/v1.0/speakings/{id}/events", events),
             web.get("/healthz", healthz),
-            web.get("/metrics", metrics_handler),
             web.get("/v1.0/openapi.json", openapi),
         ]
     )
+    # With a metrics address of its own (worker/api/main.py) the public port has none.
+    if not settings.metrics_address:
+        app.add_routes([web.get("/metrics", metrics_handler)])
+    app[METRICS] = metrics
     return app
+
+
+#: The application's metrics registry, for a metrics listener of its own.
+METRICS = web.AppKey("metrics", Registry)
+
+
+def render_metrics(request: web.Request, metrics: Registry, token: str) -> web.Response:
+    """The Prometheus text; with a token configured, only for ``Authorization: Bearer
+    <token>`` (compared in constant time), else 401."""
+    if token:
+        presented = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+            return problem(
+                401, "unauthenticated", "metrics need an Authorization: Bearer <metrics token>"
+            )
+    return web.Response(text=metrics.render(), content_type="text/plain")
+
+
+def make_metrics_app(app: web.Application, token: str) -> web.Application:
+    """A separate application serving only ``app``'s /metrics (its own listener)."""
+    metrics = app[METRICS]
+
+    async def handler(request: web.Request) -> web.Response:
+        return render_metrics(request, metrics, token)
+
+    served = web.Application()
+    served.add_routes([web.get("/metrics", handler)])
+    return served
 
 
 def _code(status: int) -> str:

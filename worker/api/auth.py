@@ -65,3 +65,29 @@ class KeyStore:
 
     async def revoke(self, key: str) -> bool:
         return bool(await self._redis.hdel(self._key, _digest(key)))
+
+    async def listing(self) -> list[tuple[str, str]]:
+        """(key id, customer) of every key, by id. A key id is the first KEY_ID_CHARS
+        hex digits of its SHA-256 digest: it names the key without revealing it."""
+        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._key)
+        return sorted((_str(d)[:KEY_ID_CHARS], _str(c)) for d, c in raw.items())
+
+    async def revoke_id(self, key_id: str) -> str | None:
+        """Revoke the one key whose id is or starts with ``key_id`` (at least 8 hex
+        digits); returns its customer, or None if no key, or more than one, matches."""
+        if len(key_id) < 8 or any(c not in "0123456789abcdef" for c in key_id):
+            return None
+        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._key)
+        matches = [(_str(d), _str(c)) for d, c in raw.items() if _str(d).startswith(key_id)]
+        if len(matches) != 1:
+            return None
+        digest, customer = matches[0]
+        return customer if await self._redis.hdel(self._key, digest) else None
+
+
+#: Hex digits of a key's digest that name it in listings and revocations.
+KEY_ID_CHARS = 12
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

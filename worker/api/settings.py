@@ -36,6 +36,28 @@ class ApiSettings:
     max_commands_in_flight: int = 32
     #: Requests of one customer being handled at once (event streams aside).
     max_requests_in_flight_per_customer: int = 64
+    #: The TCP edge (worker/api/edge.py): a connection's first request headers must be
+    #: in within this, a body within the next, an idle kept-alive connection is closed
+    #: after the third; connections overall and per client address.
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    keepalive_s: float = 15.0
+    max_connections: int = 2048
+    max_connections_per_client: int = 64
+    #: /metrics: with a token, only for ``Authorization: Bearer <token>``; with an
+    #: address (``host:port``), served there alone and not on the public port.
+    metrics_token: str = ""
+    metrics_address: str = ""
+
+    def __post_init__(self) -> None:
+        """Raises ValueError for a metrics address that is not ``host:port``."""
+        if self.metrics_address:
+            host, _, port = self.metrics_address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"SPEAKING_API_METRICS_ADDRESS {self.metrics_address!r} must be host:port "
+                    "(e.g. 127.0.0.1:9464)"
+                )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
@@ -57,4 +79,11 @@ _VARIABLES = {
     "max_event_streams_per_customer": "SPEAKING_API_MAX_EVENT_STREAMS_PER_CUSTOMER",
     "max_commands_in_flight": "SPEAKING_API_MAX_COMMANDS_IN_FLIGHT",
     "max_requests_in_flight_per_customer": "SPEAKING_API_MAX_REQUESTS_IN_FLIGHT_PER_CUSTOMER",
+    "header_timeout_s": "SPEAKING_API_HEADER_TIMEOUT_S",
+    "body_timeout_s": "SPEAKING_API_BODY_TIMEOUT_S",
+    "keepalive_s": "SPEAKING_API_KEEPALIVE_S",
+    "max_connections": "SPEAKING_API_MAX_CONNECTIONS",
+    "max_connections_per_client": "SPEAKING_API_MAX_CONNECTIONS_PER_CLIENT",
+    "metrics_token": "SPEAKING_API_METRICS_TOKEN",
+    "metrics_address": "SPEAKING_API_METRICS_ADDRESS",
 }

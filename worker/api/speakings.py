@@ -3,6 +3,7 @@ the same rules as the worker (worker/commands.py), and drives the owning worker.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -113,7 +114,7 @@ class Speakings:
     # -- create ---------------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await _json_object(request, self.settings.body_timeout_s)
         if isinstance(body, web.Response):
             return body
         customer_id: str = request["customer_id"]
@@ -231,7 +232,7 @@ class Speakings:
     # -- commands -------------------------------------------------------------------------
 
     async def say(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await _json_object(request, self.settings.body_timeout_s)
         if isinstance(body, web.Response):
             return body
         text = body.get("text")
@@ -341,8 +342,22 @@ def _summary(reply: dict[str, Any] | web.Response) -> web.Response:
     return web.json_response(summary)
 
 
-async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    raw = await request.read()
+async def _json_object(request: web.Request, timeout_s: float) -> dict[str, Any] | web.Response:
+    try:
+        async with asyncio.timeout(timeout_s):  # a body sent a byte at a time is cut off
+            raw = await request.read()
+    except TimeoutError:
+        refused = problem(
+            408, "request_timeout", f"the request body did not arrive within {timeout_s:g} s"
+        )
+        refused.force_close()
+        # Sent here and the connection closed: aiohttp would otherwise keep it open
+        # waiting for the rest of the body (measured: open long after the 408).
+        await refused.prepare(request)
+        await refused.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+        return refused
     if not raw.strip():
         return {}
     try:
