@@ -24,6 +24,7 @@ from tests.e2e.processes import (
     WorkerProcess,
 )
 from tests.telephony.ari import Ari, AriEvents
+from tests.telephony.conference import ConferenceService
 from tests.telephony.sipp import TwoLegCall, two_leg_call
 from worker.client import SpeakingClient
 
@@ -155,3 +156,14 @@ def create_fields(call: TwoLegCall, **overrides: str) -> dict[str, str]:
 # every e2e test module.
 from tests.e2e.api_fixtures import api  # noqa: E402, F401
 from tests.e2e.provider_stack import fakes, stack  # noqa: E402, F401
+
+
+@pytest.fixture(scope="module")
+async def service(harness_events: AriEvents) -> AsyncIterator[ConferenceService]:
+    """The ARI conference service, one long-lived app for the module."""
+    ari = Ari(ARI_URL, ARI_AUTH)
+    svc = ConferenceService(ari)
+    await svc.start()
+    yield svc
+    await svc.close()
+    await ari.close()

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ARI_AUTH, ARI_URL
 from tests.e2e.processes import SIP_PORT
 from tests.e2e.test_conferences import fields
 from tests.telephony.analysis import count_loud
-from tests.telephony.ari import Ari, AriEvents
+from tests.telephony.ari import AriEvents
 from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
 from worker.client import SpeakingClient
 from worker.conference import VACANCY_GRACE_S
@@ -40,16 +39,6 @@ ENDED_WITHIN_S = VACANCY_GRACE_S + CONFERENCE_POLL_S + 1.0
 ROOMS_AT_ONCE = 10
 
 Rooms = Callable[..., AbstractAsyncContextManager[list[Conference]]]
-
-
-@pytest.fixture(scope="module")
-async def service(harness_events: AriEvents) -> AsyncIterator[ConferenceService]:
-    ari = Ari(ARI_URL, ARI_AUTH)
-    svc = ConferenceService(ari)
-    await svc.start()
-    yield svc
-    await svc.close()
-    await ari.close()
 
 
 @pytest.fixture

@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ARI_AUTH, ARI_URL
 from tests.e2e.conftest import create_fields
 from tests.e2e.processes import SIP_PORT, WorkerProcess
 from tests.e2e.provider_stack import Stack
 from tests.e2e.test_api import sse_until, wait_active
 from tests.telephony.analysis import count_loud, first_loud_time, speech_gain, write_wav
-from tests.telephony.ari import Ari, AriEvents
+from tests.telephony.ari import AriEvents
 from tests.telephony.capture import RtpPacket
 from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
 from tests.telephony.sipp import two_leg_call
@@ -39,17 +38,6 @@ LONG = " ".join(f"This is sentence number {n} of a long announcement." for n in 
 KINDS: list[Kind] = ["confbridge", "ari"]
 
 ConferenceFactory = Callable[..., AbstractAsyncContextManager[Conference]]
-
-
-@pytest.fixture(scope="module")
-async def service(harness_events: AriEvents) -> AsyncIterator[ConferenceService]:
-    """The ARI conference service, one long-lived app for the module."""
-    ari = Ari(ARI_URL, ARI_AUTH)
-    svc = ConferenceService(ari)
-    await svc.start()
-    yield svc
-    await svc.close()
-    await ari.close()
 
 
 @pytest.fixture(scope="module")
