@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from tests.e2e.processes import (
     SIP_PORT,
     WorkerProcess,
 )
+from tests.telephony.analysis import write_wav
 from tests.telephony.ari import Ari, AriEvents
-from tests.telephony.conference import ConferenceService
+from tests.telephony.conference import Conference, ConferenceService, Kind
 from tests.telephony.sipp import TwoLegCall, two_leg_call
 from worker.client import SpeakingClient
 
@@ -167,3 +168,31 @@ async def service(harness_events: AriEvents) -> AsyncIterator[ConferenceService]
     yield svc
     await svc.close()
     await ari.close()
+
+
+#: ``conference(kind, **options)``: a room of either kind, closed when the block ends.
+ConferenceFactory = Callable[..., AbstractAsyncContextManager[Conference]]
+
+
+@pytest.fixture
+def conference(
+    harness_events: AriEvents, service: ConferenceService, tmp_path: Path
+) -> ConferenceFactory:
+    @asynccontextmanager
+    async def make(kind: Kind, **kwargs: Any) -> AsyncIterator[Conference]:
+        conf = Conference(
+            kind,
+            harness_events,
+            tmp_path,
+            sip_port=SIP_PORT,
+            service=service if kind == "ari" else None,
+            **kwargs,
+        )
+        try:
+            yield conf
+        finally:
+            await conf.close()
+            for who in conf.participants:  # what each one heard, for a human to listen to
+                write_wav(tmp_path / f"{kind}-{who.number}.wav", who.received())
+
+    return make

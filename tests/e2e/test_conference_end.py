@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.processes import SIP_PORT
-from tests.e2e.test_conferences import fields
+from tests.e2e.conftest import ConferenceFactory
+from tests.e2e.test_conferences import start
 from tests.telephony.analysis import count_loud
-from tests.telephony.ari import AriEvents
-from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
+from tests.telephony.conference import Conference, Kind, Participant
 from worker.client import SpeakingClient
 from worker.conference import VACANCY_GRACE_S
 from worker.worker import CONFERENCE_POLL_S
@@ -42,35 +39,16 @@ Rooms = Callable[..., AbstractAsyncContextManager[list[Conference]]]
 
 
 @pytest.fixture
-def rooms(harness_events: AriEvents, service: ConferenceService, tmp_path: Path) -> Rooms:
+def rooms(conference: ConferenceFactory) -> Rooms:
     """``rooms(kind, n, **options)``: n conference rooms, closed (every participant hung
     up, every SIPp and capture reaped) when the block ends."""
 
     @asynccontextmanager
     async def make(kind: Kind, n: int, **options: Any) -> AsyncIterator[list[Conference]]:
         async with AsyncExitStack() as stack:
-            made = []
-            for _ in range(n):
-                conf = Conference(
-                    kind,
-                    harness_events,
-                    tmp_path,
-                    sip_port=SIP_PORT,
-                    service=service if kind == "ari" else None,
-                    **options,
-                )
-                made.append(await stack.enter_async_context(conf))
-            yield made
+            yield [await stack.enter_async_context(conference(kind, **options)) for _ in range(n)]
 
     return make
-
-
-async def start(client: SpeakingClient, conf: Conference) -> str:
-    speaking_id = str(uuid.uuid4())
-    reply = await client.send("create", speaking_id, **fields(conf))
-    assert reply["ok"], reply
-    await client.wait_event(speaking_id, "speaking_started")
-    return speaking_id
 
 
 async def staggered(client: SpeakingClient, confs: list[Conference], i: int) -> str:

@@ -12,19 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from tests.e2e.conftest import create_fields
+from tests.e2e.conftest import ConferenceFactory, create_fields
 from tests.e2e.processes import SIP_PORT, WorkerProcess
 from tests.e2e.provider_stack import Stack
 from tests.e2e.test_api import sse_until, wait_active
-from tests.telephony.analysis import count_loud, first_loud_time, speech_gain, write_wav
+from tests.telephony.analysis import count_loud, first_loud_time, speech_gain
 from tests.telephony.ari import AriEvents
 from tests.telephony.capture import RtpPacket
 from tests.telephony.conference import Conference, ConferenceService, Kind, Participant
@@ -36,8 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.deadline(150)]
 HELLO = "Hello everyone! This is your AI agent speaking to the whole conference."
 LONG = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 9))
 KINDS: list[Kind] = ["confbridge", "ari"]
-
-ConferenceFactory = Callable[..., AbstractAsyncContextManager[Conference]]
 
 
 @pytest.fixture(scope="module")
@@ -60,30 +55,6 @@ async def reference_speech(
         await client.wait_event(speaking_id, "segment_finished", segment_id=segment)
         assert (await client.send("stop", speaking_id))["ok"]
     return call.received("caller")
-
-
-@pytest.fixture
-def conference(
-    harness_events: AriEvents, service: ConferenceService, tmp_path: Path
-) -> ConferenceFactory:
-    @asynccontextmanager
-    async def make(kind: Kind, **kwargs: Any) -> AsyncIterator[Conference]:
-        conf = Conference(
-            kind,
-            harness_events,
-            tmp_path,
-            sip_port=SIP_PORT,
-            service=service if kind == "ari" else None,
-            **kwargs,
-        )
-        try:
-            yield conf
-        finally:
-            await conf.close()
-            for who in conf.participants:  # what each one heard, for a human to listen to
-                write_wav(tmp_path / f"{kind}-{who.number}.wav", who.received())
-
-    return make
 
 
 def fields(conf: Conference, **overrides: str) -> dict[str, str]:
