@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.redis_retry import REDIS_OUTAGE, backoff, pool_exhausted, unblocked_by_failover
+from worker.redis_text import as_text
 from worker.store import COMMANDS_MAXLEN, Keys
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class SpeakingClient:
 
     async def session(self, speaking_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.keys.session(speaking_id))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     async def events(
         self, speaking_id: str, after: str = "0", block_ms: int = 1000
@@ -152,7 +153,7 @@ class SpeakingClient:
         out: list[tuple[str, dict[str, str]]] = []
         for _key, entries in reply or []:
             for entry_id, fields in entries:
-                out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+                out.append((as_text(entry_id), {as_text(k): as_text(v) for k, v in fields.items()}))
         return out
 
     async def wait_event(
@@ -168,7 +169,3 @@ class SpeakingClient:
                         fields.get(k) == v for k, v in match.items()
                     ):
                         return fields
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from worker.events import Event
 from worker.model import Speaking, Status
+from worker.redis_text import as_text
 
 GROUP = "speaking-workers"
 RESULT_TTL_S = 24 * 3600
@@ -162,9 +163,9 @@ class Store:
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 if fields is None:  # pending entry trimmed away meanwhile
-                    await self.ack(_s(entry_id))
+                    await self.ack(as_text(entry_id))
                     continue
-                out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+                out.append((as_text(entry_id), {as_text(k): as_text(v) for k, v in fields.items()}))
         return out
 
     async def ack(self, entry_id: str) -> None:
@@ -181,22 +182,22 @@ class Store:
         out: list[tuple[str, dict[str, str]]] = []
         for entry_id, fields in reply[1]:
             if fields is None:
-                await self.ack(_s(entry_id))
+                await self.ack(as_text(entry_id))
             else:
-                out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+                out.append((as_text(entry_id), {as_text(k): as_text(v) for k, v in fields.items()}))
         return out
 
     async def trim_commands(self) -> None:
         """Drop the stream entries before the oldest one still pending (or not yet read)."""
         summary: Any = await self.redis.xpending(self._stream, GROUP)
         if summary and summary.get("pending"):
-            oldest = _s(summary["min"])
+            oldest = as_text(summary["min"])
         else:
             groups: Any = await self.redis.xinfo_groups(self._stream)
-            ours = [g for g in groups if _s(g["name"]) == GROUP]
+            ours = [g for g in groups if as_text(g["name"]) == GROUP]
             if not ours:
                 return
-            last = _s(ours[0]["last-delivered-id"])
+            last = as_text(ours[0]["last-delivered-id"])
             millis, seq = (int(x) for x in last.split("-"))
             oldest = f"{millis}-{seq + 1}"
         await self.redis.xtrim(self._stream, minid=oldest, approximate=False)
@@ -233,7 +234,7 @@ class Store:
         if holder is None:  # released between our SET and GET: try once more
             taken = await self.redis.set(reference_key, speaking_id, nx=True, px=LOCK_TTL_MS)
             return None if taken else "?"
-        holder_id = _s(holder)
+        holder_id = as_text(holder)
         return None if holder_id == speaking_id else holder_id
 
     async def refresh_references(self, held: list[tuple[str, str]]) -> None:
@@ -271,7 +272,7 @@ class Store:
 
     async def load(self, speaking_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.keys.session(speaking_id))
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        return {as_text(k): as_text(v) for k, v in raw.items()} if raw else None
 
     async def forget_session(self, worker_id: str, speaking_id: str) -> None:
         """Remove a session from a worker's set of live sessions."""
@@ -282,7 +283,7 @@ class Store:
 
     async def live_sessions_of(self, worker_id: str) -> list[str]:
         return sorted(
-            _s(m) for m in await self.redis.smembers(self.keys.worker_sessions(worker_id))
+            as_text(m) for m in await self.redis.smembers(self.keys.worker_sessions(worker_id))
         )
 
     async def publish(self, events: list[Event]) -> None:
@@ -314,7 +315,7 @@ class Store:
     async def lease_holder(self, worker_id: str) -> str | None:
         """The instance holding ``worker_id``'s lease, or None if that worker is dead."""
         raw = await self.redis.get(self.keys.lease(worker_id))
-        return _s(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def heartbeat(self, info: dict[str, Any]) -> None:
         body = json.dumps({**info, "worker_id": self.worker_id, "seen": time.time()})
@@ -336,8 +337,4 @@ class Store:
     async def workers(self) -> dict[str, dict[str, Any]]:
         """Every worker's last heartbeat, live or not."""
         raw = await self.redis.hgetall(self.keys.workers())
-        return {_s(k): json.loads(v) for k, v in raw.items()}
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return {as_text(k): json.loads(v) for k, v in raw.items()}

@@ -16,6 +16,8 @@ import time
 from aiohttp import web
 from redis.asyncio import Redis
 
+from worker.redis_text import as_text
+
 
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
@@ -49,7 +51,7 @@ class KeyStore:
         if cached is not None and cached[1] > now:
             return cached[0]
         raw = await self._redis.hget(self._key, digest)
-        customer = None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+        customer = None if raw is None else as_text(raw)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[digest] = (customer, now + CACHE_TTL_S)
@@ -70,7 +72,7 @@ class KeyStore:
         """(key id, customer) of every key, by id. A key id is the first KEY_ID_CHARS
         hex digits of its SHA-256 digest: it names the key without revealing it."""
         raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._key)
-        return sorted((_str(d)[:KEY_ID_CHARS], _str(c)) for d, c in raw.items())
+        return sorted((as_text(d)[:KEY_ID_CHARS], as_text(c)) for d, c in raw.items())
 
     async def revoke_id(self, key_id: str) -> str | None:
         """Revoke the one key whose id is or starts with ``key_id`` (at least 8 hex
@@ -78,7 +80,9 @@ class KeyStore:
         if len(key_id) < 8 or any(c not in "0123456789abcdef" for c in key_id):
             return None
         raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._key)
-        matches = [(_str(d), _str(c)) for d, c in raw.items() if _str(d).startswith(key_id)]
+        matches = [
+            (as_text(d), as_text(c)) for d, c in raw.items() if as_text(d).startswith(key_id)
+        ]
         if len(matches) != 1:
             return None
         digest, customer = matches[0]
@@ -87,7 +91,3 @@ class KeyStore:
 
 #: Hex digits of a key's digest that name it in listings and revocations.
 KEY_ID_CHARS = 12
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

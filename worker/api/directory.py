@@ -19,6 +19,7 @@ from typing import Any
 
 from worker.api.pools import RedisPools
 from worker.client import CommandTimeout, SpeakingClient
+from worker.redis_text import as_text
 from worker.store import Keys
 
 LOCATE_TIMEOUT_S = 3.0
@@ -55,7 +56,7 @@ class WorkerDirectory:
         for worker_id, body in raw.items():
             info = json.loads(body)
             if self._fresh(info, now):
-                workers[_s(worker_id)] = info
+                workers[as_text(worker_id)] = info
         return workers
 
     async def is_live(self, worker_id: str) -> bool:
@@ -82,7 +83,7 @@ class WorkerDirectory:
         hinted = ""
         if reference_type == "call":
             hint = await self._redis.get(self._keys.call_location(reference_id))
-            hinted = _s(hint) if hint is not None else ""
+            hinted = as_text(hint) if hint is not None else ""
             if hinted and await self.is_live(hinted):
                 answer = await self._ask(hinted, reference_type, reference_id)
                 if answer.get("found"):
@@ -123,7 +124,3 @@ def _located(worker_id: str, reply: dict[str, Any]) -> Located:
         str(reply.get("owner", "")),
         str(reply.get("reference_id", "")),
     )
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

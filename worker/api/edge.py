@@ -9,8 +9,8 @@ every few seconds holds a socket (and a handler) for as long as it likes. Here:
   opened, or it is closed. Later requests on a kept-alive connection are bounded by
   aiohttp's keep-alive timer (``keepalive_s``, set on the runner), which a request
   still being sent does not reset;
-* a request body must arrive within ``body_timeout_s`` (worker/api/speakings.py, where
-  bodies are read: 408, and the connection is closed).
+* a request body must arrive within the settings' ``body_timeout_s``; that bound is
+  kept where bodies are read (worker/api/speakings.py: 408, and the connection closed).
 
 ``GuardedProtocol`` wraps each aiohttp protocol: it forwards every call and adds one
 timer per connection (no task per connection).
@@ -33,7 +33,6 @@ class EdgeLimits:
     """The bounds above; every one configurable (worker/api/settings.py)."""
 
     header_timeout_s: float = 5.0
-    body_timeout_s: float = 10.0
     keepalive_s: float = 15.0
     max_connections: int = 2048
     max_per_client: int = 64

@@ -17,6 +17,7 @@ from aiohttp import web
 from worker.api.problems import problem
 from worker.api.speakings import Speakings
 from worker.redis_retry import REDIS_OUTAGE
+from worker.redis_text import as_text
 
 KEEPALIVE_MS = 15_000
 _STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")
@@ -66,7 +67,7 @@ async def _pump(
     while True:
         # A stopped session gets no new events: read what is left without waiting, then end
         # (a client resuming after speaking_stopped must not hang).
-        stopped = _s(await speakings.redis.hget(session, "status") or b"") == "stopped"
+        stopped = as_text(await speakings.redis.hget(session, "status") or b"") == "stopped"
         reply: Any = await speakings.pools.streams.xread(
             {key: after}, block=None if stopped else KEEPALIVE_MS, count=100
         )
@@ -78,7 +79,7 @@ async def _pump(
             continue
         for entry_id, raw in reply[0][1]:
             after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            event = {_s(k): _s(v) for k, v in raw.items()}
+            event = {as_text(k): as_text(v) for k, v in raw.items()}
             data = json.dumps(event, separators=(",", ":"))
             await response.write(
                 f"id: {after}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n".encode()
@@ -86,7 +87,3 @@ async def _pump(
             if event.get("type") == "speaking_stopped":
                 await response.write_eof()
                 return
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -64,7 +64,6 @@ async def serve(settings: ApiSettings) -> None:
 def edge_limits(settings: ApiSettings) -> EdgeLimits:
     return EdgeLimits(
         header_timeout_s=settings.header_timeout_s,
-        body_timeout_s=settings.body_timeout_s,
         keepalive_s=settings.keepalive_s,
         max_connections=settings.max_connections,
         max_per_client=settings.max_connections_per_client,

@@ -22,6 +22,7 @@ from worker.commands import Locate, is_id, parse_command, validate_text
 from worker.engines.providers import not_configured
 from worker.errors import CommandError
 from worker.model import NEVER, ReferenceType, Speaking, Status
+from worker.redis_text import as_text
 from worker.session import SessionProtocol
 from worker.session_messages import Persist, Received, Reply, SessionCommand
 from worker.store import Keys
@@ -69,7 +70,7 @@ class Speakings:
         if not is_id(speaking_id):
             return problem(400, "invalid_argument", "speaking id is malformed")
         raw = await self.redis.hgetall(self.keys.session(speaking_id))
-        record = {_s(k): _s(v) for k, v in raw.items()}
+        record = {as_text(k): as_text(v) for k, v in raw.items()}
         if not record or record.get("tm_delete", NEVER) != NEVER:
             return not_found(speaking_id)
         if record.get("customer_id") != request["customer_id"]:
@@ -209,7 +210,7 @@ class Speakings:
             for speaking_id, score in rows:
                 below = score
                 raw = await self.redis.hgetall(self.keys.session(speaking_id))
-                record = {_s(k): _s(v) for k, v in raw.items()}
+                record = {as_text(k): as_text(v) for k, v in raw.items()}
                 if not record:  # expired: the catalog forgets it too
                     await self.catalog.remove(customer_id, speaking_id)
                     continue
@@ -374,7 +375,3 @@ async def _json_object(request: web.Request, timeout_s: float) -> dict[str, Any]
 def _public(speaking: Speaking) -> dict[str, str]:
     out = speaking.to_fields()
     return {k: out[k] for k in SPEAKING_FIELDS}
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
